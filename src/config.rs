@@ -1,0 +1,261 @@
+//! Settings and their loading: built-in defaults, then a TOML file, then the
+//! familiar environment names (`REDIS_URL`, `CHAT_HISTORY_TTL`, ...), then
+//! `TETHER_SECTION__KEY` variables, then command-line flags.
+//!
+//! Loading never reads the process environment by itself: the caller hands in
+//! the variables ([`Sources::env`]), so tests can layer settings without
+//! touching global state. [`RawSettings`] is what the layers deserialize into;
+//! [`RawSettings::validate`] turns it into the checked [`Settings`] the rest of
+//! the program uses.
+
+mod raw;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use raw::RawSettings;
+
+/// The file read when `--config` is not given; a missing default file is fine.
+pub const DEFAULT_CONFIG_FILE: &str = "config/default.toml";
+
+/// Where settings come from, lowest precedence first (flags win).
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    /// `--config FILE`: must exist. `None` reads [`DEFAULT_CONFIG_FILE`] if present.
+    pub file: Option<PathBuf>,
+    /// The environment, usually `std::env::vars().collect()`.
+    pub env: HashMap<String, String>,
+    /// Command-line flags, already parsed.
+    pub flags: Flags,
+}
+
+/// The settings that have a flag of their own.
+#[derive(Debug, Default, Clone)]
+pub struct Flags {
+    pub listen: Option<String>,
+    pub upstream: Option<String>,
+    pub redis_url: Option<String>,
+    pub log_format: Option<String>,
+}
+
+/// A configuration that cannot be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Load(#[from] config::ConfigError),
+    #[error("{key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl ConfigError {
+    fn invalid(key: &'static str, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            key,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Checked settings, as the running proxy uses them.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub upstream: UpstreamSettings,
+    pub store: StoreSettings,
+    pub history_ttl: Duration,
+    pub api_prefix: String,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub max_request_bytes: u64,
+    pub shutdown_grace: Duration,
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// Scheme, authority and base path (no trailing slash) of the upstream.
+    pub url: url::Url,
+    pub connect_timeout: Duration,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreSettings {
+    /// No Redis configured: the embedded in-memory store.
+    Memory,
+    Redis {
+        url: String,
+        connect_timeout: Duration,
+        command_timeout: Duration,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `tracing_subscriber::EnvFilter` directive, e.g. `info` or `tether=debug`.
+    pub level: String,
+}
+
+impl Settings {
+    /// Loads and validates the layered settings.
+    pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
+        raw::load(sources)?.validate()
+    }
+}
+
+impl RawSettings {
+    /// Turns raw settings into checked ones, naming the first bad key.
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        let listen = self.server.listen.parse().map_err(|e| {
+            ConfigError::invalid("server.listen", format!("{e} (want host:port)"))
+        })?;
+        positive("server.max_request_bytes", self.server.max_request_bytes)?;
+        positive("server.header_read_timeout_secs", self.server.header_read_timeout_secs)?;
+        positive("server.max_connections", self.server.max_connections)?;
+        let server = ServerSettings {
+            listen,
+            max_request_bytes: self.server.max_request_bytes,
+            shutdown_grace: Duration::from_secs(self.server.shutdown_grace_secs),
+            header_read_timeout: Duration::from_secs(self.server.header_read_timeout_secs),
+            max_connections: self.server.max_connections as usize,
+        };
+        Ok(Settings {
+            server,
+            upstream: self.upstream.validate()?,
+            store: self.redis.validate()?,
+            history_ttl: Duration::from_secs(positive("history.ttl_secs", self.history.ttl_secs)?),
+            api_prefix: validate_prefix(&self.api.prefix)?,
+            log: self.log.validate()?,
+        })
+    }
+}
+
+impl raw::Upstream {
+    fn validate(self) -> Result<UpstreamSettings, ConfigError> {
+        let url = url::Url::parse(&self.url)
+            .map_err(|e| ConfigError::invalid("upstream.url", format!("{e}: {:?}", self.url)))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ConfigError::invalid("upstream.url", "scheme must be http or https"));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(ConfigError::invalid("upstream.url", "has no host"));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(ConfigError::invalid("upstream.url", "must not carry a query or fragment"));
+        }
+        let ca_file = (!self.ca_file.is_empty()).then(|| PathBuf::from(&self.ca_file));
+        if let Some(path) = &ca_file
+            && !path.is_file()
+        {
+            return Err(ConfigError::invalid("upstream.ca_file", format!("no file at {}", path.display())));
+        }
+        positive("upstream.connect_timeout_secs", self.connect_timeout_secs)?;
+        positive("upstream.header_timeout_secs", self.header_timeout_secs)?;
+        positive("upstream.idle_timeout_secs", self.idle_timeout_secs)?;
+        Ok(UpstreamSettings {
+            url,
+            connect_timeout: Duration::from_secs(self.connect_timeout_secs),
+            header_timeout: Duration::from_secs(self.header_timeout_secs),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            pool_idle_timeout: Duration::from_secs(self.pool_idle_timeout_secs),
+            pool_max_idle_per_host: self.pool_max_idle_per_host as usize,
+            ca_file,
+        })
+    }
+}
+
+impl raw::Redis {
+    /// `redis.url` wins; else `redis.host` (with port, db and password) builds one;
+    /// else there is no Redis and the in-memory store is used.
+    fn validate(self) -> Result<StoreSettings, ConfigError> {
+        let url = if !self.url.is_empty() {
+            self.url.clone()
+        } else if !self.host.is_empty() {
+            let auth = if self.password.is_empty() {
+                String::new()
+            } else {
+                format!(":{}@", percent_encode_userinfo(&self.password))
+            };
+            format!("redis://{auth}{}:{}/{}", self.host, self.port, self.db)
+        } else {
+            return Ok(StoreSettings::Memory);
+        };
+        redis::parse_redis_url(&url)
+            .filter(|u| matches!(u.scheme(), "redis" | "rediss" | "redis+unix" | "unix"))
+            .ok_or_else(|| ConfigError::invalid("redis.url", "not a redis:// or rediss:// URL"))?;
+        positive("redis.connect_timeout_ms", self.connect_timeout_ms)?;
+        positive("redis.command_timeout_ms", self.command_timeout_ms)?;
+        Ok(StoreSettings::Redis {
+            url,
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            command_timeout: Duration::from_millis(self.command_timeout_ms),
+        })
+    }
+}
+
+impl raw::Log {
+    fn validate(self) -> Result<LogSettings, ConfigError> {
+        let format = match self.format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::invalid("log.format", format!("{other:?} is not \"text\" or \"json\"")));
+            }
+        };
+        tracing_subscriber::EnvFilter::try_new(&self.level)
+            .map_err(|e| ConfigError::invalid("log.level", e.to_string()))?;
+        Ok(LogSettings {
+            format,
+            level: self.level,
+        })
+    }
+}
+
+/// The own-route prefix: one or more path segments, leading slash, none trailing.
+fn validate_prefix(prefix: &str) -> Result<String, ConfigError> {
+    let trimmed = prefix.trim_end_matches('/');
+    let valid = trimmed.starts_with('/')
+        && trimmed.len() > 1
+        && trimmed[1..]
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
+    if !valid {
+        return Err(ConfigError::invalid("api.prefix", format!("{prefix:?} is not a path like \"/tether\"")));
+    }
+    Ok(trimmed.to_string())
+}
+
+fn positive(key: &'static str, value: u64) -> Result<u64, ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::invalid(key, "must be greater than 0"));
+    }
+    Ok(value)
+}
+
+/// Escapes the characters that would end the userinfo part of a URL.
+fn percent_encode_userinfo(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+#[cfg(test)]
+mod tests;

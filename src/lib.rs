@@ -1,0 +1,23 @@
+//! tether: a transparent reverse proxy for OpenAI-compatible LLM endpoints that
+//! records chat history and makes streamed answers resumable.
+//!
+//! - [`config`]: settings, layered from defaults, file, environment and flags.
+//! - [`server`]: the listener, graceful shutdown, and the one dispatch between
+//!   tether's own routes and the proxy.
+//! - [`proxy`]: forwarding to the upstream: client, header rules, body limits, errors.
+//! - [`api`]: tether's own routes (health for now).
+//! - [`store`]: the `Store` trait and its Redis and in-memory implementations.
+//! - [`session`]: session ids: where they come from and what a valid one is.
+//! - [`error`]: OpenAI-shaped JSON error responses, shared by every route.
+//! - [`body`]: the response body type every route returns.
+
+pub mod access_log;
+pub mod api;
+pub mod app;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod proxy;
+pub mod server;
+pub mod session;
+pub mod store;

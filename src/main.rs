@@ -1,0 +1,112 @@
+//! The `tether` binary: parse flags, load the layered configuration, set up
+//! logging, bind, serve until SIGTERM or SIGINT, and turn failures into an
+//! exit code with one clear line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tether::app::App;
+use tether::config::{Flags, LogFormat, Settings, Sources};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+/// A transparent reverse proxy for OpenAI-compatible LLM endpoints that keeps
+/// chat history and makes streamed answers resumable.
+///
+/// Settings are layered: built-in defaults, then the config file, then the
+/// environment (REDIS_URL, CHAT_HISTORY_TTL, ... then TETHER_SECTION__KEY,
+/// e.g. TETHER_UPSTREAM__URL), then these flags.
+#[derive(Debug, Parser)]
+#[command(name = "tether", version, about, long_about)]
+struct Cli {
+    /// TOML config file [default: config/default.toml when present]
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on (server.listen) [default: 0.0.0.0:8080]
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// Upstream base URL, may carry a base path (upstream.url), e.g. https://api.groq.com/openai
+    #[arg(long, value_name = "URL")]
+    upstream: Option<String>,
+    /// Redis URL (redis.url); without one the embedded in-memory store is used
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
+    /// Log format: text or json (log.format)
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let sources = Sources {
+        file: cli.config,
+        env: std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect(),
+        flags: Flags {
+            listen: cli.listen,
+            upstream: cli.upstream,
+            redis_url: cli.redis_url,
+            log_format: cli.log_format,
+        },
+    };
+    let settings = match Settings::load(&sources) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("tether: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&settings);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tether: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("tether: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+    let listen = settings.server.listen;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let app = App::build(settings).await?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        upstream = %app.settings.upstream.url,
+        store = %app.store.kind(),
+        "tether started"
+    );
+    tether::server::run(listener, app, shutdown_signal()).await;
+    Ok(())
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn init_logging(settings: &Settings) {
+    let filter = EnvFilter::new(&settings.log.level);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match settings.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,124 @@
+//! Header rules between client and upstream: hop-by-hop headers are dropped
+//! both ways, `Host` is left to the client library (which sets the upstream's),
+//! `X-Forwarded-For`/`-Proto` are added, and SSE responses are marked so that
+//! an nginx in front does not buffer them. Everything else passes untouched.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1),
+/// plus the `Proxy-Connection` some old clients still send.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+
+/// Removes hop-by-hop headers, including any that `Connection` names.
+/// `Upgrade` goes too: tether does not tunnel protocol upgrades.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// Prepares the client's request headers for the upstream.
+pub fn to_upstream(headers: &mut HeaderMap, client_ip: IpAddr) {
+    strip_hop_by_hop(headers);
+    headers.remove(header::HOST);
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(earlier) => format!("{earlier}, {client_ip}"),
+        None => client_ip.to_string(),
+    };
+    if let Ok(value) = HeaderValue::try_from(forwarded_for) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+}
+
+/// Prepares the upstream's response headers for the client.
+pub fn to_client(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    if is_event_stream(headers) {
+        headers.insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
+    }
+}
+
+/// True for `Content-Type: text/event-stream` (any parameters, any case).
+pub fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("text/event-stream"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (k, v) in pairs {
+            headers.append(*k, HeaderValue::from_static(v));
+        }
+        headers
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_the_ones_connection_names_are_dropped() {
+        let mut headers = map(&[
+            ("connection", "keep-alive, x-private-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-private-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic Zm9v"),
+            ("authorization", "Bearer sk-kept"),
+            ("content-type", "application/json"),
+        ]);
+        strip_hop_by_hop(&mut headers);
+        let left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["authorization", "content-type"], "only end-to-end headers stay");
+    }
+
+    #[test]
+    fn forwarded_headers_are_added_and_appended() {
+        let mut headers = map(&[("host", "tether:8080"), ("x-forwarded-for", "203.0.113.7")]);
+        to_upstream(&mut headers, "10.0.0.2".parse().unwrap());
+        assert_eq!(headers.get("host"), None, "Host is set by the client library for the upstream");
+        assert_eq!(headers["x-forwarded-for"], "203.0.113.7, 10.0.0.2");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn event_streams_are_marked_unbuffered() {
+        let mut sse = map(&[("content-type", "Text/Event-Stream; charset=utf-8")]);
+        to_client(&mut sse);
+        assert_eq!(sse["x-accel-buffering"], "no");
+        let mut json = map(&[("content-type", "application/json")]);
+        to_client(&mut json);
+        assert!(!json.contains_key("x-accel-buffering"));
+    }
+}

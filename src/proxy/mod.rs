@@ -1,0 +1,133 @@
+//! Forwarding to the upstream: the request goes out with its body streaming
+//! through a size limit, the response comes back with its body streaming to
+//! the client frame by frame. Nothing here waits for a whole body.
+
+mod body;
+mod client;
+mod error;
+pub mod headers;
+
+use std::error::Error as StdError;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use http::{Extensions, Request, Response, Uri, Version, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+
+pub use body::{IdleTimeout, UpstreamBody};
+pub use client::ClientError;
+pub use error::ProxyError;
+
+use crate::body::Body;
+use crate::config::UpstreamSettings;
+
+/// How long the upstream took to send its response headers; put on the
+/// response's extensions for the access log.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamTiming(pub Duration);
+
+pub struct Proxy {
+    client: client::UpstreamClient,
+    /// `scheme://authority/base-path` of the upstream, no trailing slash.
+    base: String,
+    settings: UpstreamSettings,
+    max_request_bytes: u64,
+}
+
+impl Proxy {
+    pub fn new(settings: &UpstreamSettings, max_request_bytes: u64) -> Result<Proxy, ClientError> {
+        let base = settings.url.as_str().trim_end_matches('/').to_string();
+        Ok(Proxy {
+            client: client::build(settings)?,
+            base,
+            settings: settings.clone(),
+            max_request_bytes,
+        })
+    }
+
+    /// Forwards `req` to the upstream at `path` (the client's path with any
+    /// session prefix already removed), keeping the query string.
+    pub async fn forward(&self, req: Request<Incoming>, path: &str, client_ip: IpAddr) -> Result<Response<Body>, ProxyError> {
+        let (mut parts, body) = req.into_parts();
+        let limit = self.max_request_bytes;
+        if content_length(&parts.headers).is_some_and(|len| len > limit) {
+            return Err(ProxyError::PayloadTooLarge { limit });
+        }
+        parts.uri = self.upstream_uri(path, parts.uri.query())?;
+        parts.version = Version::HTTP_11;
+        parts.extensions = Extensions::new();
+        headers::to_upstream(&mut parts.headers, client_ip);
+        // A body without Content-Length is counted as it streams.
+        let body = Limited::new(body, limit as usize).boxed();
+        let upstream_req = Request::from_parts(parts, body);
+
+        let started = Instant::now();
+        let response = tokio::time::timeout(self.settings.header_timeout, self.client.request(upstream_req))
+            .await
+            .map_err(|_| ProxyError::HeaderTimeout(self.settings.header_timeout))?
+            .map_err(|e| self.classify(e))?;
+        let upstream_time = started.elapsed();
+
+        let (mut parts, body) = response.into_parts();
+        headers::to_client(&mut parts.headers);
+        parts.version = Version::HTTP_11;
+        parts.extensions = Extensions::new();
+        parts.extensions.insert(UpstreamTiming(upstream_time));
+        let body = UpstreamBody::new(body, self.settings.idle_timeout);
+        Ok(Response::from_parts(parts, body.boxed()))
+    }
+
+    fn upstream_uri(&self, path: &str, query: Option<&str>) -> Result<Uri, ProxyError> {
+        let uri = match query {
+            Some(q) => format!("{}{path}?{q}", self.base),
+            None => format!("{}{path}", self.base),
+        };
+        Ok(Uri::try_from(uri).map_err(http::Error::from)?)
+    }
+
+    fn classify(&self, error: hyper_util::client::legacy::Error) -> ProxyError {
+        if find_source::<LengthLimitError>(&error).is_some() {
+            return ProxyError::PayloadTooLarge {
+                limit: self.max_request_bytes,
+            };
+        }
+        let detail = chain(&error);
+        if error.is_connect() {
+            let timed_out = find_source::<std::io::Error>(&error).is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
+            if timed_out {
+                return ProxyError::ConnectTimeout(self.settings.connect_timeout);
+            }
+            return ProxyError::Unreachable(detail);
+        }
+        ProxyError::UpstreamFailed(detail)
+    }
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// The first error of type `E` in `error`'s source chain.
+fn find_source<'a, E: StdError + 'static>(error: &'a (dyn StdError + 'static)) -> Option<&'a E> {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// `error: cause: cause`, for the message a client and the log see.
+fn chain(error: &(dyn StdError + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut current = error.source();
+    while let Some(e) = current {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        current = e.source();
+    }
+    out
+}

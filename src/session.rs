@@ -1,0 +1,104 @@
+//! Session ids: what a valid one is, and the `/s/{session}/...` path prefix
+//! that lets an SDK's base URL alone carry one.
+
+use std::fmt;
+
+/// Longest accepted session id, in bytes (ASCII only, so also characters).
+pub const MAX_SESSION_ID_LEN: usize = 128;
+
+/// A checked session id: 1 to 128 characters of `[A-Za-z0-9._:-]`, starting
+/// with a letter or digit. The rule keeps ids safe inside Redis keys, URLs,
+/// headers and log lines without any escaping.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionId(String);
+
+/// Why a string is not a session id; the message is shown to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidSessionId {
+    #[error("session id is empty")]
+    Empty,
+    #[error("session id is longer than {MAX_SESSION_ID_LEN} characters")]
+    TooLong,
+    #[error("session id must start with a letter or digit")]
+    BadStart,
+    #[error("session id may contain only letters, digits and . _ : -")]
+    BadCharacter,
+}
+
+impl SessionId {
+    pub fn parse(raw: &str) -> Result<SessionId, InvalidSessionId> {
+        let bytes = raw.as_bytes();
+        match bytes.first() {
+            None => return Err(InvalidSessionId::Empty),
+            Some(b) if !b.is_ascii_alphanumeric() => return Err(InvalidSessionId::BadStart),
+            Some(_) => {}
+        }
+        if bytes.len() > MAX_SESSION_ID_LEN {
+            return Err(InvalidSessionId::TooLong);
+        }
+        if !bytes.iter().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(b)) {
+            return Err(InvalidSessionId::BadCharacter);
+        }
+        Ok(SessionId(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Splits `/s/{session}/rest` into the raw session segment and `/rest`.
+/// Returns `None` when the path has no session prefix. `/s/{session}` alone
+/// yields the rest `/`.
+pub fn split_session_prefix(path: &str) -> Option<(&str, &str)> {
+    let after = path.strip_prefix("/s/")?;
+    match after.find('/') {
+        Some(slash) => Some((&after[..slash], &after[slash..])),
+        None => Some((after, "/")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_ids_of_the_documented_alphabet() {
+        for ok in ["a", "chat-42", "user:123.abc_def", "9", &"x".repeat(128)] {
+            assert!(SessionId::parse(ok).is_ok(), "{ok:?} should be a valid session id");
+        }
+    }
+
+    #[test]
+    fn rejects_everything_else_with_a_reason() {
+        let cases = [
+            ("", InvalidSessionId::Empty),
+            ("-abc", InvalidSessionId::BadStart),
+            (".hidden", InvalidSessionId::BadStart),
+            ("a b", InvalidSessionId::BadCharacter),
+            ("a/b", InvalidSessionId::BadCharacter),
+            ("a\r\nSet-Cookie:x", InvalidSessionId::BadCharacter),
+            ("caf\u{e9}", InvalidSessionId::BadCharacter),
+            ("a%2Fb", InvalidSessionId::BadCharacter),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(SessionId::parse(raw), Err(want.clone()), "{raw:?}");
+        }
+        assert_eq!(SessionId::parse(&"x".repeat(129)), Err(InvalidSessionId::TooLong));
+    }
+
+    #[test]
+    fn session_prefix_is_split_from_the_path() {
+        assert_eq!(split_session_prefix("/s/chat-42/v1/chat/completions"), Some(("chat-42", "/v1/chat/completions")));
+        assert_eq!(split_session_prefix("/s/chat-42"), Some(("chat-42", "/")));
+        assert_eq!(split_session_prefix("/s//v1/models"), Some(("", "/v1/models")));
+        assert_eq!(split_session_prefix("/v1/s/x/models"), None);
+        assert_eq!(split_session_prefix("/sessions"), None);
+    }
+}
