@@ -1,0 +1,29 @@
+//! What the integration tests share: a mock OpenAI-compatible upstream, a
+//! real redis-server on a free port, and tether running in-process.
+#![allow(dead_code, unused_imports)]
+
+pub mod mock_upstream;
+pub mod redis_server;
+pub mod tether;
+
+pub use mock_upstream::MockUpstream;
+pub use redis_server::RedisServer;
+pub use tether::Tether;
+
+/// A plain HTTP client that neither decompresses nor follows redirects.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The body of a chat completion request.
+pub fn chat_body(stream: bool) -> String {
+    serde_json::json!({
+        "model": "mock-model",
+        "stream": stream,
+        "messages": [{"role": "user", "content": "hello"}]
+    })
+    .to_string()
+}
