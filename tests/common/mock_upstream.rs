@@ -28,13 +28,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, channel::Channel, combinators::BoxBody};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -136,6 +136,30 @@ impl Drop for MockUpstream {
     }
 }
 
+/// The sending half of a mock response body. Unlike http-body-util's
+/// channel, an abort travels in order behind the data already sent, so
+/// "reset after K chunks" delivers exactly K chunks first.
+struct Sender(mpsc::Sender<Result<Bytes, std::io::Error>>);
+
+impl Sender {
+    async fn send_data(&mut self, data: Bytes) -> Result<(), ()> {
+        self.0.send(Ok(data)).await.map_err(drop)
+    }
+
+    async fn abort(self, error: std::io::Error) {
+        let _ = self.0.send(Err(error)).await;
+    }
+}
+
+fn channel(buffer: usize) -> (Sender, Body) {
+    let (tx, rx) = mpsc::channel(buffer);
+    let frames = futures_util::stream::unfold(rx, |mut rx: mpsc::Receiver<Result<Bytes, std::io::Error>>| async move {
+        let item: Result<Bytes, std::io::Error> = rx.recv().await?;
+        Some((item.map(http_body::Frame::data), rx))
+    });
+    (Sender(tx), http_body_util::StreamBody::new(frames).boxed())
+}
+
 fn knob(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers.get(name)?.to_str().ok()?.parse().ok()
 }
@@ -191,7 +215,7 @@ fn full(bytes: impl Into<Bytes>) -> Body {
 /// `x-echo-*` headers. Hop-by-hop headers on the answer test tether's rules.
 fn echo(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let (parts, mut body) = req.into_parts();
-    let (mut tx, rx) = Channel::<Bytes, std::io::Error>::new(4);
+    let (mut tx, rx) = channel(4);
     let seen = SeenRequest {
         method: parts.method.clone(),
         uri: parts.uri.clone(),
@@ -221,14 +245,14 @@ fn echo(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         .header("x-upstream-hop", "must not reach the client")
         .header("keep-alive", "timeout=5")
         .header("x-upstream-end-to-end", "kept")
-        .body(rx.boxed())
+        .body(rx)
         .unwrap()
 }
 
 /// N bytes of a fixed pseudo-random sequence, in 64 KiB chunks.
 fn download(query: &str) -> Response<Body> {
     let n: usize = query.strip_prefix("bytes=").and_then(|v| v.parse().ok()).unwrap_or(1024);
-    let (mut tx, rx) = Channel::<Bytes, std::io::Error>::new(4);
+    let (mut tx, rx) = channel(4);
     tokio::spawn(async move {
         let data = binary_bytes(n);
         for chunk in data.chunks(64 * 1024) {
@@ -240,7 +264,7 @@ fn download(query: &str) -> Response<Body> {
     Response::builder()
         .header("content-type", "application/octet-stream")
         .header("content-length", n)
-        .body(rx.boxed())
+        .body(rx)
         .unwrap()
 }
 
@@ -260,7 +284,7 @@ pub fn binary_bytes(n: usize) -> Vec<u8> {
 fn replay(name: &str, piece: usize) -> Response<Body> {
     let path = format!("{}/tests/fixtures/streams/{name}", env!("CARGO_MANIFEST_DIR"));
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"));
-    let (mut tx, rx) = Channel::<Bytes, std::io::Error>::new(16);
+    let (mut tx, rx) = channel(16);
     tokio::spawn(async move {
         for chunk in bytes.chunks(piece.max(1)) {
             if tx.send_data(Bytes::copy_from_slice(chunk)).await.is_err() {
@@ -272,7 +296,7 @@ fn replay(name: &str, piece: usize) -> Response<Body> {
     if name.ends_with(".gz") {
         response = response.header("content-encoding", "gzip");
     }
-    response.body(rx.boxed()).unwrap()
+    response.body(rx).unwrap()
 }
 
 /// The content of chunk `i` of a mock chat stream.
@@ -309,12 +333,12 @@ fn chat(shared: Arc<Shared>, headers: &HeaderMap, body: &[u8]) -> Response<Body>
         stall_after: knob(headers, "x-mock-stall-after"),
         usage: request["stream_options"]["include_usage"] == serde_json::Value::Bool(true),
     };
-    let (tx, rx) = Channel::<Bytes, std::io::Error>::new(1);
+    let (tx, rx) = channel(1);
     tokio::spawn(plan.run(shared, tx));
     Response::builder()
         .header("content-type", "text/event-stream")
         .header("cache-control", "no-cache")
-        .body(rx.boxed())
+        .body(rx)
         .unwrap()
 }
 
@@ -343,7 +367,7 @@ impl StreamPlan {
         Bytes::from(format!("data: {chunk}\n\n"))
     }
 
-    async fn run(self, shared: Arc<Shared>, mut tx: http_body_util::channel::Sender<Bytes, std::io::Error>) {
+    async fn run(self, shared: Arc<Shared>, mut tx: Sender) {
         for i in 0..self.chunks {
             if i > 0 {
                 if let Some(delay) = self.delay {
@@ -354,7 +378,7 @@ impl StreamPlan {
                 }
             }
             if self.reset_after == Some(i) {
-                tx.abort(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "mock reset"));
+                tx.abort(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "mock reset")).await;
                 return;
             }
             if self.stall_after == Some(i) {

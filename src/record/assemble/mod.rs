@@ -1,0 +1,304 @@
+//! Folds that turn parsed SSE events (or one non-streamed JSON body) into the
+//! assembled [`Reply`], one file per API. They follow the reference
+//! assembler `assemble_reference.py` of the recorded-stream fixtures.
+//!
+//! The proxy knows the API from the request path ([`Api::from_path`]); when
+//! it does not, [`Assembler`] detects it from the first telling event.
+
+mod anthropic;
+mod chat;
+mod completions;
+mod gemini;
+mod pyjson;
+mod reply;
+mod responses;
+mod tool_calls;
+
+#[cfg(test)]
+mod fixture_tests;
+
+pub use reply::{Checks, Choice, Reply, SseStats, ToolCall};
+
+use serde_json::{Map, Value};
+
+use crate::record::sse::{SseEvent, SseTail};
+use anthropic::AnthropicFold;
+use chat::ChatFold;
+use gemini::GeminiFold;
+use responses::ResponsesFold;
+
+/// Events held back while the API is still unknown. Every provider's first
+/// event tells it, so this only bounds memory for streams that never do.
+const MAX_UNDETECTED_EVENTS: usize = 64;
+
+/// The APIs whose replies are recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Api {
+    ChatCompletions,
+    /// Legacy `/v1/completions`.
+    Completions,
+    Responses,
+    AnthropicMessages,
+    /// Gemini native `generateContent` / `streamGenerateContent`.
+    Gemini,
+}
+
+impl Api {
+    /// The name used in the flat comparison form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::ChatCompletions => "chat.completions",
+            Api::Completions => "completions",
+            Api::Responses => "responses",
+            Api::AnthropicMessages => "anthropic.messages",
+            Api::Gemini => "gemini.generateContent",
+        }
+    }
+
+    /// The API of a request path (any prefix, query ignored).
+    pub fn from_path(path: &str) -> Option<Api> {
+        let path = path.split('?').next().unwrap_or_default().trim_end_matches('/');
+        if path.ends_with(":streamGenerateContent") || path.ends_with(":generateContent") {
+            return Some(Api::Gemini);
+        }
+        let last_two = path.rsplit('/').take(2).collect::<Vec<_>>();
+        match last_two.as_slice() {
+            ["completions", "chat", ..] => Some(Api::ChatCompletions),
+            ["completions", ..] => Some(Api::Completions),
+            ["responses", ..] => Some(Api::Responses),
+            ["messages", ..] => Some(Api::AnthropicMessages),
+            _ => None,
+        }
+    }
+
+    /// Recognizes a streamed event's payload, as the reference does.
+    fn detect(obj: &Map<String, Value>) -> Option<Api> {
+        let kind = str_field(obj, "type");
+        if kind.is_some_and(|k| k.starts_with("response.")) {
+            return Some(Api::Responses);
+        }
+        let anthropic = ["message_start", "content_block_start", "content_block_delta", "message_delta"];
+        if kind.is_some_and(|k| anthropic.contains(&k)) {
+            return Some(Api::AnthropicMessages);
+        }
+        if obj.contains_key("candidates") || obj.contains_key("usageMetadata") {
+            return Some(Api::Gemini);
+        }
+        if str_field(obj, "object") == Some("text_completion") {
+            return Some(Api::Completions);
+        }
+        if obj.contains_key("choices") || str_field(obj, "object") == Some("chat.completion.chunk") {
+            return Some(Api::ChatCompletions);
+        }
+        None
+    }
+
+    /// Recognizes a non-streamed response body.
+    fn detect_body(obj: &Map<String, Value>) -> Option<Api> {
+        match (str_field(obj, "object"), str_field(obj, "type")) {
+            (Some("response"), _) => Some(Api::Responses),
+            (_, Some("message")) => Some(Api::AnthropicMessages),
+            _ => Api::detect(obj),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AssembleError {
+    #[error("cannot tell which API the response belongs to")]
+    UnknownApi,
+    #[error("response body is not a JSON object: {0}")]
+    InvalidJson(String),
+}
+
+/// One event's data, parsed.
+#[derive(Debug)]
+pub(crate) struct Payload<'a> {
+    /// The event type, "message" when none was given.
+    pub event: &'a str,
+    /// `None` when the data is not JSON (`[DONE]`, garbage).
+    pub json: Option<Value>,
+    pub raw: &'a str,
+}
+
+impl<'a> Payload<'a> {
+    fn of(event: &'a SseEvent) -> Self {
+        Payload {
+            event: event.name(),
+            json: serde_json::from_str(&event.data).ok(),
+            raw: &event.data,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Fold {
+    Chat(ChatFold),
+    Responses(ResponsesFold),
+    Anthropic(AnthropicFold),
+    Gemini(GeminiFold),
+}
+
+impl Fold {
+    fn new(api: Api) -> Self {
+        match api {
+            Api::ChatCompletions => Fold::Chat(ChatFold::new(api)),
+            Api::Completions => Fold::Chat(completions::fold()),
+            Api::Responses => Fold::Responses(ResponsesFold::default()),
+            Api::AnthropicMessages => Fold::Anthropic(AnthropicFold::default()),
+            Api::Gemini => Fold::Gemini(GeminiFold::default()),
+        }
+    }
+
+    fn push(&mut self, payload: &Payload) {
+        match self {
+            Fold::Chat(fold) => fold.push(payload),
+            Fold::Responses(fold) => fold.push(payload),
+            Fold::Anthropic(fold) => fold.push(payload),
+            Fold::Gemini(fold) => fold.push(payload),
+        }
+    }
+
+    fn finish(self) -> Reply {
+        match self {
+            Fold::Chat(fold) => fold.finish(),
+            Fold::Responses(fold) => fold.finish(),
+            Fold::Anthropic(fold) => fold.finish(),
+            Fold::Gemini(fold) => fold.finish(),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    Detecting(Vec<SseEvent>),
+    Folding(Fold),
+    Unknown,
+}
+
+/// Folds a stream's events, in order, into its [`Reply`].
+#[derive(Debug)]
+pub struct Assembler {
+    state: State,
+    stats: SseStats,
+}
+
+impl Assembler {
+    /// `api` from the request path; `None` detects it from the events.
+    pub fn new(api: Option<Api>) -> Self {
+        let state = match api {
+            Some(api) => State::Folding(Fold::new(api)),
+            None => State::Detecting(Vec::new()),
+        };
+        Assembler {
+            state,
+            stats: SseStats::default(),
+        }
+    }
+
+    pub fn push(&mut self, event: &SseEvent) {
+        self.count(event);
+        let payload = Payload::of(event);
+        match &mut self.state {
+            State::Folding(fold) => fold.push(&payload),
+            State::Unknown => {}
+            State::Detecting(held) => {
+                let api = payload.json.as_ref().and_then(Value::as_object).and_then(Api::detect);
+                if let Some(api) = api {
+                    let mut fold = Fold::new(api);
+                    held.iter().for_each(|e| fold.push(&Payload::of(e)));
+                    fold.push(&payload);
+                    self.state = State::Folding(fold);
+                } else if held.len() < MAX_UNDETECTED_EVENTS {
+                    held.push(event.clone());
+                } else {
+                    self.state = State::Unknown;
+                }
+            }
+        }
+    }
+
+    /// The assembled reply; `tail` is what the parser reported at the end.
+    pub fn finish(self, tail: &SseTail) -> Result<Reply, AssembleError> {
+        let State::Folding(fold) = self.state else {
+            return Err(AssembleError::UnknownApi);
+        };
+        let mut reply = fold.finish();
+        let mut stats = self.stats;
+        stats.comments += tail.comments;
+        stats.unterminated_tail = tail.unterminated;
+        reply.sse = Some(stats);
+        Ok(reply)
+    }
+
+    fn count(&mut self, event: &SseEvent) {
+        let stats = &mut self.stats;
+        stats.events += 1;
+        stats.comments += event.comments;
+        stats.done_sentinel |= event.is_done();
+        if event.name() != "message" {
+            *stats.event_names.entry(event.name().to_owned()).or_default() += 1;
+        }
+    }
+}
+
+impl Reply {
+    /// Assembles a non-streamed response body (`chat.completion`,
+    /// `text_completion`, a Responses `response`, an Anthropic `message`, a
+    /// Gemini `GenerateContentResponse`).
+    pub fn from_body(api: Option<Api>, body: &[u8]) -> Result<Reply, AssembleError> {
+        let value: Value = serde_json::from_slice(body).map_err(|e| AssembleError::InvalidJson(e.to_string()))?;
+        let Value::Object(obj) = value else {
+            return Err(AssembleError::InvalidJson("not an object".into()));
+        };
+        let api = api.or_else(|| Api::detect_body(&obj)).ok_or(AssembleError::UnknownApi)?;
+        Ok(match api {
+            Api::ChatCompletions | Api::Completions => {
+                let mut fold = ChatFold::new(api);
+                fold.chunk(&chat::body_as_chunk(&obj));
+                fold.finish()
+            }
+            Api::Responses => ResponsesFold::from_body(&obj),
+            Api::AnthropicMessages => AnthropicFold::from_body(&obj),
+            Api::Gemini => {
+                let mut fold = GeminiFold::default();
+                fold.chunk(&obj);
+                fold.finish()
+            }
+        })
+    }
+}
+
+/// A string member.
+pub(crate) fn str_field<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    obj.get(key).and_then(Value::as_str)
+}
+
+/// A string value as is; anything else as its JSON text.
+pub(crate) fn string_of(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Python's truthiness, which the reference uses for "present".
+pub(crate) fn truthy(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+/// An error event's error: its `error` member, else the whole object.
+pub(crate) fn error_of(obj: &Map<String, Value>) -> Option<Value> {
+    match obj.get("error") {
+        Some(Value::Null) => None,
+        Some(error) => Some(error.clone()),
+        None => Some(Value::Object(obj.clone())),
+    }
+}
