@@ -124,11 +124,15 @@ impl Settings {
 impl RawSettings {
     /// Turns raw settings into checked ones, naming the first bad key.
     pub fn validate(self) -> Result<Settings, ConfigError> {
-        let listen = self.server.listen.parse().map_err(|e| {
-            ConfigError::invalid("server.listen", format!("{e} (want host:port)"))
-        })?;
+        let listen =
+            self.server.listen.parse().map_err(|e| {
+                ConfigError::invalid("server.listen", format!("{e} (want host:port)"))
+            })?;
         positive("server.max_request_bytes", self.server.max_request_bytes)?;
-        positive("server.header_read_timeout_secs", self.server.header_read_timeout_secs)?;
+        positive(
+            "server.header_read_timeout_secs",
+            self.server.header_read_timeout_secs,
+        )?;
         positive("server.max_connections", self.server.max_connections)?;
         let server = ServerSettings {
             listen,
@@ -153,19 +157,28 @@ impl raw::Upstream {
         let url = url::Url::parse(&self.url)
             .map_err(|e| ConfigError::invalid("upstream.url", format!("{e}: {:?}", self.url)))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(ConfigError::invalid("upstream.url", "scheme must be http or https"));
+            return Err(ConfigError::invalid(
+                "upstream.url",
+                "scheme must be http or https",
+            ));
         }
         if url.host_str().is_none_or(str::is_empty) {
             return Err(ConfigError::invalid("upstream.url", "has no host"));
         }
         if url.query().is_some() || url.fragment().is_some() {
-            return Err(ConfigError::invalid("upstream.url", "must not carry a query or fragment"));
+            return Err(ConfigError::invalid(
+                "upstream.url",
+                "must not carry a query or fragment",
+            ));
         }
         let ca_file = (!self.ca_file.is_empty()).then(|| PathBuf::from(&self.ca_file));
         if let Some(path) = &ca_file
             && !path.is_file()
         {
-            return Err(ConfigError::invalid("upstream.ca_file", format!("no file at {}", path.display())));
+            return Err(ConfigError::invalid(
+                "upstream.ca_file",
+                format!("no file at {}", path.display()),
+            ));
         }
         positive("upstream.connect_timeout_secs", self.connect_timeout_secs)?;
         positive("upstream.header_timeout_secs", self.header_timeout_secs)?;
@@ -217,7 +230,10 @@ impl raw::Log {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
             other => {
-                return Err(ConfigError::invalid("log.format", format!("{other:?} is not \"text\" or \"json\"")));
+                return Err(ConfigError::invalid(
+                    "log.format",
+                    format!("{other:?} is not \"text\" or \"json\""),
+                ));
             }
         };
         tracing_subscriber::EnvFilter::try_new(&self.level)
@@ -234,11 +250,17 @@ fn validate_prefix(prefix: &str) -> Result<String, ConfigError> {
     let trimmed = prefix.trim_end_matches('/');
     let valid = trimmed.starts_with('/')
         && trimmed.len() > 1
-        && trimmed[1..]
-            .split('/')
-            .all(|seg| !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
+        && trimmed[1..].split('/').all(|seg| {
+            !seg.is_empty()
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        });
     if !valid {
-        return Err(ConfigError::invalid("api.prefix", format!("{prefix:?} is not a path like \"/tether\"")));
+        return Err(ConfigError::invalid(
+            "api.prefix",
+            format!("{prefix:?} is not a path like \"/tether\""),
+        ));
     }
     Ok(trimmed.to_string())
 }

@@ -15,9 +15,10 @@ pub fn error_response(status: StatusCode, kind: &str, code: &str, message: &str)
     });
     let mut response = Response::new(body::full(json.to_string()));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -28,11 +29,19 @@ mod tests {
 
     #[tokio::test]
     async fn error_body_has_the_openai_shape() {
-        let response = error_response(StatusCode::BAD_GATEWAY, "server_error", "upstream_unreachable", "no route");
+        let response = error_response(
+            StatusCode::BAD_GATEWAY,
+            "server_error",
+            "upstream_unreachable",
+            "no route",
+        );
         assert_eq!(response.status(), 502);
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!(json["error"]["message"], "no route", "message travels as is: {json}");
+        assert_eq!(
+            json["error"]["message"], "no route",
+            "message travels as is: {json}"
+        );
         assert_eq!(json["error"]["type"], "server_error");
         assert_eq!(json["error"]["code"], "upstream_unreachable");
     }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tether::app::App;
 use tether::config::{Flags, LogFormat, Settings, Sources};
 use tokio::net::TcpListener;
@@ -35,6 +35,15 @@ struct Cli {
     /// Log format: text or json (log.format)
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Exit 0 when the tether configured here answers its liveness probe on
+    /// this host (for a container HEALTHCHECK in an image without curl).
+    Healthcheck,
 }
 
 fn main() -> ExitCode {
@@ -58,7 +67,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&settings);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -66,6 +74,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Healthcheck) = cli.command {
+        return runtime.block_on(healthcheck(&settings));
+    }
+    init_logging(&settings);
     match runtime.block_on(serve(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -92,6 +104,41 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Asks `GET {prefix}/healthz` of the local listener, with a 2 s limit.
+async fn healthcheck(settings: &Settings) -> ExitCode {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut addr = settings.server.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let request = format!(
+        "GET {}/healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        settings.api_prefix
+    );
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await?;
+        Ok::<bool, std::io::Error>(head.starts_with(b"HTTP/1.1 200"))
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(2), probe).await {
+        Ok(Ok(true)) => ExitCode::SUCCESS,
+        Ok(Ok(false)) => {
+            eprintln!("tether: {addr} answered, but not 200");
+            ExitCode::FAILURE
+        }
+        Ok(Err(e)) => {
+            eprintln!("tether: {addr}: {e}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("tether: {addr} did not answer within 2 s");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Completes on the first SIGTERM or SIGINT.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -104,9 +151,15 @@ async fn shutdown_signal() {
 
 fn init_logging(settings: &Settings) {
     let filter = EnvFilter::new(&settings.log.level);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match settings.log.format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
         LogFormat::Text => builder.init(),
     }
 }

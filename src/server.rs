@@ -56,7 +56,9 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let service = service_fn(move |req| handle(app.clone(), req, remote));
-        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -68,14 +70,23 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
 
     drop(listener);
     let grace = app.settings.server.shutdown_grace;
-    tracing::info!(grace_secs = grace.as_secs(), "shutting down: draining connections");
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "shutting down: draining connections"
+    );
     let deadline = Instant::now() + grace;
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("grace period over with connections still open; closing them");
     }
     app.tracker.close();
     let left = deadline.saturating_duration_since(Instant::now());
-    if tokio::time::timeout(left, app.tracker.wait()).await.is_err() {
+    if tokio::time::timeout(left, app.tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("grace period over with background work still running");
     }
     tracing::info!("shut down");
@@ -92,7 +103,11 @@ fn connection_builder(app: &App) -> auto::Builder<TokioExecutor> {
 }
 
 /// Routes one request and wraps its response body in the access log.
-async fn handle(app: Arc<App>, req: Request<Incoming>, remote: SocketAddr) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -121,7 +136,11 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, remote: SocketAddr) -> Re
 
 /// The one dispatch: the session prefix comes off, own routes are answered
 /// here, and everything else is forwarded. The own prefix is never forwarded.
-async fn dispatch(app: &App, req: Request<Incoming>, client_ip: IpAddr) -> Result<Response<Body>, ProxyError> {
+async fn dispatch(
+    app: &App,
+    req: Request<Incoming>,
+    client_ip: IpAddr,
+) -> Result<Response<Body>, ProxyError> {
     let full = req.uri().path();
     let (session, rest) = match split_session_prefix(full) {
         Some((raw, rest)) => (Some(SessionId::parse(raw)?), rest.to_owned()),

@@ -36,7 +36,10 @@ impl SessionId {
         if bytes.len() > MAX_SESSION_ID_LEN {
             return Err(InvalidSessionId::TooLong);
         }
-        if !bytes.iter().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(b)) {
+        if !bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(b))
+        {
             return Err(InvalidSessionId::BadCharacter);
         }
         Ok(SessionId(raw.to_owned()))
@@ -71,7 +74,10 @@ mod tests {
     #[test]
     fn accepts_ids_of_the_documented_alphabet() {
         for ok in ["a", "chat-42", "user:123.abc_def", "9", &"x".repeat(128)] {
-            assert!(SessionId::parse(ok).is_ok(), "{ok:?} should be a valid session id");
+            assert!(
+                SessionId::parse(ok).is_ok(),
+                "{ok:?} should be a valid session id"
+            );
         }
     }
 
@@ -90,14 +96,23 @@ mod tests {
         for (raw, want) in cases {
             assert_eq!(SessionId::parse(raw), Err(want.clone()), "{raw:?}");
         }
-        assert_eq!(SessionId::parse(&"x".repeat(129)), Err(InvalidSessionId::TooLong));
+        assert_eq!(
+            SessionId::parse(&"x".repeat(129)),
+            Err(InvalidSessionId::TooLong)
+        );
     }
 
     #[test]
     fn session_prefix_is_split_from_the_path() {
-        assert_eq!(split_session_prefix("/s/chat-42/v1/chat/completions"), Some(("chat-42", "/v1/chat/completions")));
+        assert_eq!(
+            split_session_prefix("/s/chat-42/v1/chat/completions"),
+            Some(("chat-42", "/v1/chat/completions"))
+        );
         assert_eq!(split_session_prefix("/s/chat-42"), Some(("chat-42", "/")));
-        assert_eq!(split_session_prefix("/s//v1/models"), Some(("", "/v1/models")));
+        assert_eq!(
+            split_session_prefix("/s//v1/models"),
+            Some(("", "/v1/models"))
+        );
         assert_eq!(split_session_prefix("/v1/s/x/models"), None);
         assert_eq!(split_session_prefix("/sessions"), None);
     }

@@ -10,17 +10,32 @@ use futures_util::StreamExt;
 
 async fn error_of(response: reqwest::Response) -> (u16, serde_json::Value) {
     let status = response.status().as_u16();
-    let body: serde_json::Value = response.json().await.expect("an OpenAI-shaped JSON error body");
-    assert!(body["error"]["message"].is_string(), "error.message in {body}");
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .expect("an OpenAI-shaped JSON error body");
+    assert!(
+        body["error"]["message"].is_string(),
+        "error.message in {body}"
+    );
     assert!(body["error"]["type"].is_string(), "error.type in {body}");
     (status, body)
 }
 
 #[tokio::test]
 async fn an_upstream_that_refuses_connections_is_a_502() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let tether = Tether::start(&format!("http://127.0.0.1:{port}")).await;
-    let response = client().post(tether.url("/v1/chat/completions")).body(chat_body(false)).send().await.unwrap();
+    let response = client()
+        .post(tether.url("/v1/chat/completions"))
+        .body(chat_body(false))
+        .send()
+        .await
+        .unwrap();
     let (status, body) = error_of(response).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"]["code"], "upstream_unreachable");
@@ -41,7 +56,10 @@ async fn slow_response_headers_are_a_504() {
     let (status, body) = error_of(response).await;
     assert_eq!(status, 504, "{body}");
     assert_eq!(body["error"]["code"], "upstream_timeout");
-    assert!(started.elapsed() < Duration::from_secs(4), "answered after the 1 s timeout, not the upstream's 5 s");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "answered after the 1 s timeout, not the upstream's 5 s"
+    );
 }
 
 /// An upstream whose listen backlog is full never completes a TCP handshake:
@@ -55,12 +73,25 @@ async fn a_connect_timeout_is_a_504() {
     // Fill the accept queue; nothing is ever accepted, so later SYNs are dropped.
     let mut fillers = Vec::new();
     for _ in 0..8 {
-        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await {
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
             fillers.push(s);
         }
     }
-    let tether = Tether::start_with(&format!("http://{addr}"), |s| s.upstream.connect_timeout_secs = 1).await;
-    let response = client().post(tether.url("/v1/chat/completions")).body(chat_body(false)).send().await.unwrap();
+    let tether = Tether::start_with(&format!("http://{addr}"), |s| {
+        s.upstream.connect_timeout_secs = 1
+    })
+    .await;
+    let response = client()
+        .post(tether.url("/v1/chat/completions"))
+        .body(chat_body(false))
+        .send()
+        .await
+        .unwrap();
     let (status, body) = error_of(response).await;
     assert_eq!(status, 504, "{body}");
     assert_eq!(body["error"]["code"], "upstream_connect_timeout");
@@ -72,14 +103,23 @@ async fn an_oversized_body_is_a_413_whether_announced_or_streamed() {
     let mock = MockUpstream::start().await;
     let tether = Tether::start_with(&mock.url(), |s| s.server.max_request_bytes = 1024).await;
 
-    let announced = client().post(tether.url("/echo")).body(vec![b'x'; 4096]).send().await.unwrap();
+    let announced = client()
+        .post(tether.url("/echo"))
+        .body(vec![b'x'; 4096])
+        .send()
+        .await
+        .unwrap();
     let (status, body) = error_of(announced).await;
     assert_eq!(status, 413, "{body}");
     assert_eq!(body["error"]["code"], "request_too_large");
-    assert!(mock.requests().is_empty(), "a body announced too large is not forwarded");
+    assert!(
+        mock.requests().is_empty(),
+        "a body announced too large is not forwarded"
+    );
 
     // No Content-Length: the limit trips while the body streams.
-    let chunks = futures_util::stream::iter((0..8).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 512])));
+    let chunks =
+        futures_util::stream::iter((0..8).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 512])));
     let streamed = client()
         .post(tether.url("/v1/chat/completions"))
         .body(reqwest::Body::wrap_stream(chunks))
@@ -89,7 +129,12 @@ async fn an_oversized_body_is_a_413_whether_announced_or_streamed() {
     let (status, body) = error_of(streamed).await;
     assert_eq!(status, 413, "{body}");
 
-    let small = client().post(tether.url("/echo")).body(vec![b'z'; 1024]).send().await.unwrap();
+    let small = client()
+        .post(tether.url("/echo"))
+        .body(vec![b'z'; 1024])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(small.status(), 200, "a body at the limit passes");
 }
 
@@ -105,7 +150,11 @@ async fn an_upstream_reset_mid_stream_ends_the_clients_stream() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 200, "headers were already sent when the upstream broke");
+    assert_eq!(
+        response.status(),
+        200,
+        "headers were already sent when the upstream broke"
+    );
     let mut stream = response.bytes_stream();
     let mut received = Vec::new();
     let outcome = tokio::time::timeout(Duration::from_secs(5), async {
@@ -119,9 +168,16 @@ async fn an_upstream_reset_mid_stream_ends_the_clients_stream() {
     })
     .await
     .expect("the client's stream must end, not hang");
-    assert!(outcome.is_err(), "the client sees a broken stream, not a clean end");
+    assert!(
+        outcome.is_err(),
+        "the client sees a broken stream, not a clean end"
+    );
     let text = String::from_utf8(received).unwrap();
-    assert_eq!(text.matches("data: ").count(), 3, "the 3 chunks sent before the reset arrived: {text}");
+    assert_eq!(
+        text.matches("data: ").count(),
+        3,
+        "the 3 chunks sent before the reset arrived: {text}"
+    );
     assert!(!text.contains("[DONE]"));
 }
 
@@ -141,8 +197,14 @@ async fn an_upstream_that_stalls_is_cut_off_after_the_idle_timeout() {
     let ended = tokio::time::timeout(Duration::from_secs(10), response.bytes())
         .await
         .expect("a stalled upstream must not hang the client");
-    assert!(ended.is_err(), "the stream ends with an error, not as if complete");
-    assert!(started.elapsed() >= Duration::from_secs(1), "not before the idle timeout");
+    assert!(
+        ended.is_err(),
+        "the stream ends with an error, not as if complete"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "not before the idle timeout"
+    );
 }
 
 #[tokio::test]
@@ -159,7 +221,10 @@ async fn upstream_errors_pass_through_unchanged() {
             .unwrap();
         let (got, body) = error_of(response).await;
         assert_eq!(got, status, "the upstream's status reaches the client");
-        assert_eq!(body["error"]["type"], "mock_error", "the upstream's own error body: {body}");
+        assert_eq!(
+            body["error"]["type"], "mock_error",
+            "the upstream's own error body: {body}"
+        );
     }
 }
 
@@ -168,7 +233,12 @@ async fn an_invalid_session_id_is_a_400_and_nothing_is_forwarded() {
     let mock = MockUpstream::start().await;
     let tether = Tether::start(&mock.url()).await;
     let long = "x".repeat(129);
-    for bad in ["-starts-with-dash", "has%20space", long.as_str(), "semi;colon"] {
+    for bad in [
+        "-starts-with-dash",
+        "has%20space",
+        long.as_str(),
+        "semi;colon",
+    ] {
         let response = client()
             .post(tether.url(&format!("/s/{bad}/v1/chat/completions")))
             .body(chat_body(false))
@@ -179,5 +249,8 @@ async fn an_invalid_session_id_is_a_400_and_nothing_is_forwarded() {
         assert_eq!(status, 400, "{bad}: {body}");
         assert_eq!(body["error"]["code"], "invalid_session_id");
     }
-    assert!(mock.requests().is_empty(), "no request with a bad session id was forwarded");
+    assert!(
+        mock.requests().is_empty(),
+        "no request with a bad session id was forwarded"
+    );
 }

@@ -18,7 +18,11 @@ fn recorded_streams() -> Vec<String> {
         .filter(|n| n.ends_with(".sse") || n.ends_with(".sse.gz"))
         .collect();
     names.sort();
-    assert!(names.len() >= 31, "expected the 31 recorded streams, found {}", names.len());
+    assert!(
+        names.len() >= 31,
+        "expected the 31 recorded streams, found {}",
+        names.len()
+    );
     names
 }
 
@@ -27,7 +31,11 @@ async fn every_recorded_provider_stream_passes_byte_for_byte() {
     let mock = MockUpstream::start().await;
     let tether = Tether::start(&mock.url()).await;
     for name in recorded_streams() {
-        let want = std::fs::read(format!("{}/tests/fixtures/streams/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let want = std::fs::read(format!(
+            "{}/tests/fixtures/streams/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
         let response = client()
             .post(tether.url("/v1/chat/completions"))
             .header("x-mock-replay", &name)
@@ -37,15 +45,27 @@ async fn every_recorded_provider_stream_passes_byte_for_byte() {
             .await
             .unwrap();
         assert_eq!(response.status(), 200, "{name}");
-        assert_eq!(response.headers()["x-accel-buffering"], "no", "{name}: SSE is marked unbuffered");
+        assert_eq!(
+            response.headers()["x-accel-buffering"],
+            "no",
+            "{name}: SSE is marked unbuffered"
+        );
         let gzip = name.ends_with(".gz");
         assert_eq!(
-            response.headers().get("content-encoding").map(|v| v.to_str().unwrap()),
+            response
+                .headers()
+                .get("content-encoding")
+                .map(|v| v.to_str().unwrap()),
             gzip.then_some("gzip"),
             "{name}: compressed streams are forwarded compressed"
         );
         let got = response.bytes().await.unwrap();
-        assert!(got[..] == want[..], "{name}: {} bytes forwarded, {} sent by the upstream, or they differ", got.len(), want.len());
+        assert!(
+            got[..] == want[..],
+            "{name}: {} bytes forwarded, {} sent by the upstream, or they differ",
+            got.len(),
+            want.len()
+        );
     }
 }
 
@@ -68,9 +88,15 @@ async fn the_same_bytes_and_headers_with_and_without_tether() {
     };
     let (direct_headers, direct) = fetch(format!("{}/v1/chat/completions", mock.url())).await;
     let (mut proxied_headers, proxied) = fetch(tether.url("/v1/chat/completions")).await;
-    assert_eq!(proxied, direct, "body through tether equals the direct body");
+    assert_eq!(
+        proxied, direct,
+        "body through tether equals the direct body"
+    );
     assert_eq!(proxied_headers.remove("x-accel-buffering").unwrap(), "no");
-    assert_eq!(proxied_headers, direct_headers, "no header added or lost but the documented ones");
+    assert_eq!(
+        proxied_headers, direct_headers,
+        "no header added or lost but the documented ones"
+    );
 }
 
 /// Each chunk reaches the client before the upstream sends the next one,
@@ -135,7 +161,11 @@ async fn each_chunk_is_delivered_before_the_upstream_sends_the_next() {
         mock.release();
     }
     let rest = response.bytes().await.unwrap();
-    assert!(std::str::from_utf8(&rest).unwrap().ends_with("data: [DONE]\n\n"));
+    assert!(
+        std::str::from_utf8(&rest)
+            .unwrap()
+            .ends_with("data: [DONE]\n\n")
+    );
 }
 
 #[tokio::test]
@@ -154,23 +184,45 @@ async fn twenty_mib_request_and_response_bodies_stream_through_intact() {
         .unwrap();
     assert_eq!(echoed.status(), 200);
     let echoed = echoed.bytes().await.unwrap();
-    assert_eq!(echoed.len(), size, "the 20 MiB request body came back whole");
-    assert!(echoed[..] == payload[..], "binary request body is unchanged");
+    assert_eq!(
+        echoed.len(),
+        size,
+        "the 20 MiB request body came back whole"
+    );
+    assert!(
+        echoed[..] == payload[..],
+        "binary request body is unchanged"
+    );
 
-    let downloaded = client().get(tether.url(&format!("/download?bytes={size}"))).send().await.unwrap();
-    assert_eq!(downloaded.headers()["content-length"], size.to_string().as_str());
+    let downloaded = client()
+        .get(tether.url(&format!("/download?bytes={size}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        downloaded.headers()["content-length"],
+        size.to_string().as_str()
+    );
     let downloaded = downloaded.bytes().await.unwrap();
-    assert!(downloaded[..] == payload[..], "binary 20 MiB response body is unchanged");
+    assert!(
+        downloaded[..] == payload[..],
+        "binary 20 MiB response body is unchanged"
+    );
 }
 
 #[tokio::test]
 async fn every_method_path_and_query_reaches_the_upstream_under_its_base_path() {
     let mock = MockUpstream::start().await;
     let tether = Tether::start(&format!("{}/openai", mock.url())).await;
-    for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD", "PROPFIND"] {
+    for method in [
+        "GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD", "PROPFIND",
+    ] {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let response = client()
-            .request(method.clone(), tether.url("/s/chat-42/echo?a=1&b=%2F%20x&a=2"))
+            .request(
+                method.clone(),
+                tether.url("/s/chat-42/echo?a=1&b=%2F%20x&a=2"),
+            )
             .body(if method == "HEAD" { "" } else { "payload" })
             .send()
             .await
@@ -182,7 +234,11 @@ async fn every_method_path_and_query_reaches_the_upstream_under_its_base_path() 
             "/openai/echo",
             "{method}: base path joined, session prefix stripped"
         );
-        assert_eq!(response.headers()["x-echo-query"], "a=1&b=%2F%20x&a=2", "{method}: query kept as sent");
+        assert_eq!(
+            response.headers()["x-echo-query"],
+            "a=1&b=%2F%20x&a=2",
+            "{method}: query kept as sent"
+        );
         if method != "HEAD" {
             assert_eq!(response.text().await.unwrap(), "payload", "{method}");
         }
@@ -208,16 +264,29 @@ async fn header_rules_apply_both_ways() {
     let headers = response.headers().clone();
     response.bytes().await.unwrap();
     let seen = mock.last_request().headers;
-    assert_eq!(seen["host"], mock.addr.to_string().as_str(), "Host is the upstream's");
-    assert_eq!(seen["x-forwarded-for"], "203.0.113.9, 127.0.0.1", "the client's address is appended");
+    assert_eq!(
+        seen["host"],
+        mock.addr.to_string().as_str(),
+        "Host is the upstream's"
+    );
+    assert_eq!(
+        seen["x-forwarded-for"], "203.0.113.9, 127.0.0.1",
+        "the client's address is appended"
+    );
     assert_eq!(seen["x-forwarded-proto"], "http");
-    assert_eq!(seen["authorization"], "Bearer sk-end-to-end", "credentials are end-to-end");
+    assert_eq!(
+        seen["authorization"], "Bearer sk-end-to-end",
+        "credentials are end-to-end"
+    );
     assert_eq!(seen["x-custom"], "kept");
     for hop in ["x-client-hop", "proxy-authorization"] {
         assert!(!seen.contains_key(hop), "{hop} must not reach the upstream");
     }
     for hop in ["x-upstream-hop", "keep-alive"] {
-        assert!(!headers.contains_key(hop), "{hop} must not reach the client");
+        assert!(
+            !headers.contains_key(hop),
+            "{hop} must not reach the client"
+        );
     }
     assert_eq!(headers["x-upstream-end-to-end"], "kept");
 }
@@ -226,20 +295,33 @@ async fn header_rules_apply_both_ways() {
 async fn tethers_own_prefix_is_never_forwarded() {
     let mock = MockUpstream::start().await;
     let tether = Tether::start(&mock.url()).await;
-    for path in ["/tether/no-such-route", "/tether", "/s/chat-1/tether/healthz"] {
+    for path in [
+        "/tether/no-such-route",
+        "/tether",
+        "/s/chat-1/tether/healthz",
+    ] {
         let response = client().get(tether.url(path)).send().await.unwrap();
         assert_eq!(response.status(), 404, "{path}");
         let body: serde_json::Value = response.json().await.unwrap();
-        assert!(body["error"]["message"].is_string(), "{path}: OpenAI-shaped error, got {body}");
+        assert!(
+            body["error"]["message"].is_string(),
+            "{path}: OpenAI-shaped error, got {body}"
+        );
     }
-    assert!(mock.requests().is_empty(), "nothing under /tether reached the upstream");
+    assert!(
+        mock.requests().is_empty(),
+        "nothing under /tether reached the upstream"
+    );
 }
 
 #[tokio::test]
 async fn clients_may_speak_http2_without_tls() {
     let mock = MockUpstream::start().await;
     let tether = Tether::start(&mock.url()).await;
-    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
     let response = h2
         .post(tether.url("/v1/chat/completions"))
         .header("x-mock-chunks", "3")
@@ -249,6 +331,13 @@ async fn clients_may_speak_http2_without_tls() {
         .unwrap();
     assert_eq!(response.version(), reqwest::Version::HTTP_2);
     let text = response.text().await.unwrap();
-    assert!(text.contains(&mock_upstream::answer(3)[..5]) && text.ends_with("data: [DONE]\n\n"), "{text}");
-    assert_eq!(mock.last_request().version, http::Version::HTTP_11, "upstream is spoken to in HTTP/1.1 over plain TCP");
+    assert!(
+        text.contains(&mock_upstream::answer(3)[..5]) && text.ends_with("data: [DONE]\n\n"),
+        "{text}"
+    );
+    assert_eq!(
+        mock.last_request().version,
+        http::Version::HTTP_11,
+        "upstream is spoken to in HTTP/1.1 over plain TCP"
+    );
 }

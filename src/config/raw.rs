@@ -150,7 +150,9 @@ impl Default for Log {
 /// Layers the sources into raw settings, lowest precedence first.
 pub fn load(sources: &Sources) -> Result<RawSettings, ConfigError> {
     let file = match &sources.file {
-        Some(path) => File::from(path.as_path()).format(FileFormat::Toml).required(true),
+        Some(path) => File::from(path.as_path())
+            .format(FileFormat::Toml)
+            .required(true),
         None => File::new(DEFAULT_CONFIG_FILE, FileFormat::Toml).required(false),
     };
     let familiar: config::Map<String, String> = FAMILIAR_ENV
@@ -167,7 +169,11 @@ pub fn load(sources: &Sources) -> Result<RawSettings, ConfigError> {
     let mut builder = Config::builder()
         .add_source(Config::try_from(&RawSettings::default())?)
         .add_source(file)
-        .add_source(Environment::default().separator("__").source(Some(familiar)))
+        .add_source(
+            Environment::default()
+                .separator("__")
+                .source(Some(familiar)),
+        )
         .add_source(
             Environment::with_prefix("TETHER")
                 .prefix_separator("_")

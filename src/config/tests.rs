@@ -6,7 +6,10 @@ use std::io::Write;
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn file(toml: &str) -> tempfile::NamedTempFile {
@@ -15,7 +18,11 @@ fn file(toml: &str) -> tempfile::NamedTempFile {
     f
 }
 
-fn load(file: Option<&tempfile::NamedTempFile>, env: HashMap<String, String>, flags: Flags) -> Result<Settings, ConfigError> {
+fn load(
+    file: Option<&tempfile::NamedTempFile>,
+    env: HashMap<String, String>,
+    flags: Flags,
+) -> Result<Settings, ConfigError> {
     Settings::load(&Sources {
         file: file.map(|f| f.path().to_path_buf()),
         env,
@@ -29,7 +36,10 @@ fn defaults_need_no_file_and_use_the_memory_store() {
     assert_eq!(settings.server.listen.to_string(), "0.0.0.0:8080");
     assert_eq!(settings.server.max_request_bytes, 32 * 1024 * 1024);
     assert_eq!(settings.upstream.url.as_str(), "https://api.openai.com/");
-    assert!(matches!(settings.store, StoreSettings::Memory), "no Redis configured");
+    assert!(
+        matches!(settings.store, StoreSettings::Memory),
+        "no Redis configured"
+    );
     assert_eq!(settings.history_ttl, Duration::from_secs(86_400));
     assert_eq!(settings.api_prefix, "/tether");
 }
@@ -51,10 +61,26 @@ fn file_then_env_then_flags_each_override_the_layer_below() {
         ("TETHER_UPSTREAM__CONNECT_TIMEOUT_SECS", "4"),
     ]);
     let from_file_and_env = load(Some(&f), e.clone(), Flags::default()).unwrap();
-    assert_eq!(from_file_and_env.server.listen.to_string(), "127.0.0.1:1000", "file beats default");
-    assert_eq!(from_file_and_env.server.shutdown_grace, Duration::from_secs(7), "file beats default");
-    assert_eq!(from_file_and_env.upstream.url.as_str(), "http://env.example/base", "env beats file");
-    assert_eq!(from_file_and_env.upstream.connect_timeout, Duration::from_secs(4), "env beats file");
+    assert_eq!(
+        from_file_and_env.server.listen.to_string(),
+        "127.0.0.1:1000",
+        "file beats default"
+    );
+    assert_eq!(
+        from_file_and_env.server.shutdown_grace,
+        Duration::from_secs(7),
+        "file beats default"
+    );
+    assert_eq!(
+        from_file_and_env.upstream.url.as_str(),
+        "http://env.example/base",
+        "env beats file"
+    );
+    assert_eq!(
+        from_file_and_env.upstream.connect_timeout,
+        Duration::from_secs(4),
+        "env beats file"
+    );
 
     let flags = Flags {
         upstream: Some("http://flag.example".into()),
@@ -62,8 +88,16 @@ fn file_then_env_then_flags_each_override_the_layer_below() {
         ..Flags::default()
     };
     let all = load(Some(&f), e, flags).unwrap();
-    assert_eq!(all.upstream.url.as_str(), "http://flag.example/", "flag beats env");
-    assert_eq!(all.server.listen.to_string(), "127.0.0.1:2000", "flag beats file");
+    assert_eq!(
+        all.upstream.url.as_str(),
+        "http://flag.example/",
+        "flag beats env"
+    );
+    assert_eq!(
+        all.server.listen.to_string(),
+        "127.0.0.1:2000",
+        "flag beats file"
+    );
 }
 
 #[test]
@@ -81,7 +115,9 @@ fn familiar_environment_names_are_honoured() {
     )
     .unwrap();
     match settings.store {
-        StoreSettings::Redis { url, .. } => assert_eq!(url, "redis://:p%40ss%20word@cache.internal:6380/3"),
+        StoreSettings::Redis { url, .. } => {
+            assert_eq!(url, "redis://:p%40ss%20word@cache.internal:6380/3")
+        }
         other => panic!("REDIS_HOST should select Redis, got {other:?}"),
     }
     assert_eq!(settings.history_ttl, Duration::from_secs(3600));
@@ -123,12 +159,21 @@ fn redis_url_beats_host_and_tether_env_beats_familiar_names() {
 #[test]
 fn a_bad_value_is_one_line_naming_its_key() {
     let cases: &[(&[(&str, &str)], &str)] = &[
-        (&[("TETHER_SERVER__MAX_REQUEST_BYTES", "lots")], "server.max_request_bytes"),
+        (
+            &[("TETHER_SERVER__MAX_REQUEST_BYTES", "lots")],
+            "server.max_request_bytes",
+        ),
         (&[("TETHER_SERVER__LISTEN", "nowhere")], "server.listen"),
         (&[("TETHER_UPSTREAM__URL", "ftp://x")], "upstream.url"),
         (&[("TETHER_UPSTREAM__URL", "not a url")], "upstream.url"),
-        (&[("TETHER_UPSTREAM__CA_FILE", "/no/such/ca.pem")], "upstream.ca_file"),
-        (&[("TETHER_UPSTREAM__HEADER_TIMEOUT_SECS", "0")], "upstream.header_timeout_secs"),
+        (
+            &[("TETHER_UPSTREAM__CA_FILE", "/no/such/ca.pem")],
+            "upstream.ca_file",
+        ),
+        (
+            &[("TETHER_UPSTREAM__HEADER_TIMEOUT_SECS", "0")],
+            "upstream.header_timeout_secs",
+        ),
         (&[("TETHER_LOG__FORMAT", "xml")], "log.format"),
         (&[("TETHER_API__PREFIX", "no-slash")], "api.prefix"),
         (&[("REDIS_URL", "http://not-redis")], "redis.url"),
@@ -136,9 +181,13 @@ fn a_bad_value_is_one_line_naming_its_key() {
         (&[("TETHER_SERVER__LISTN", "0.0.0.0:1")], "listn"),
     ];
     for (vars, key) in cases {
-        let error = load(None, env(vars), Flags::default()).expect_err(&format!("{vars:?} must be rejected"));
+        let error = load(None, env(vars), Flags::default())
+            .expect_err(&format!("{vars:?} must be rejected"));
         let line = error.to_string();
-        assert!(line.contains(key), "{vars:?}: the error {line:?} should name {key}");
+        assert!(
+            line.contains(key),
+            "{vars:?}: the error {line:?} should name {key}"
+        );
         assert!(!line.contains('\n'), "{vars:?}: one line, got {line:?}");
     }
 }
@@ -146,7 +195,9 @@ fn a_bad_value_is_one_line_naming_its_key() {
 #[test]
 fn unknown_keys_in_the_file_are_rejected() {
     let f = file("[upstream]\nurll = \"http://typo\"\n");
-    let error = load(Some(&f), env(&[]), Flags::default()).unwrap_err().to_string();
+    let error = load(Some(&f), env(&[]), Flags::default())
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("urll"), "{error}");
 }
 
@@ -167,7 +218,11 @@ fn the_shipped_default_file_matches_the_built_in_defaults() {
     let text = std::fs::read_to_string(shipped).unwrap();
     let from_file: RawSettings = toml_roundtrip(&text);
     let built_in = serde_json::to_value(RawSettings::default()).unwrap();
-    assert_eq!(serde_json::to_value(from_file).unwrap(), built_in, "config/default.toml drifted from the defaults");
+    assert_eq!(
+        serde_json::to_value(from_file).unwrap(),
+        built_in,
+        "config/default.toml drifted from the defaults"
+    );
 }
 
 fn toml_roundtrip(text: &str) -> RawSettings {

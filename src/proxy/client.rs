@@ -37,10 +37,12 @@ pub fn build(settings: &UpstreamSettings) -> Result<UpstreamClient, ClientError>
     http.set_keepalive(Some(TCP_KEEPALIVE));
     http.set_connect_timeout(Some(settings.connect_timeout));
 
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(root_store(settings)?)
-        .with_no_client_auth();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(root_store(settings)?)
+    .with_no_client_auth();
     let https = HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()

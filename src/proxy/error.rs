@@ -41,7 +41,9 @@ impl ProxyError {
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ReservedPath => StatusCode::NOT_FOUND,
             ProxyError::Unreachable(_) | ProxyError::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
-            ProxyError::ConnectTimeout(_) | ProxyError::HeaderTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ConnectTimeout(_) | ProxyError::HeaderTimeout(_) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             ProxyError::BadUpstreamRequest(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -72,7 +74,9 @@ impl ProxyError {
         };
         let message = match self {
             // Internals stay in the log.
-            ProxyError::BadUpstreamRequest(_) => "tether could not forward this request".to_string(),
+            ProxyError::BadUpstreamRequest(_) => {
+                "tether could not forward this request".to_string()
+            }
             other => other.to_string(),
         };
         error_response(self.status(), kind, self.code(), &message)

@@ -100,14 +100,22 @@ mod tests {
         ]);
         strip_hop_by_hop(&mut headers);
         let left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, ["authorization", "content-type"], "only end-to-end headers stay");
+        assert_eq!(
+            left,
+            ["authorization", "content-type"],
+            "only end-to-end headers stay"
+        );
     }
 
     #[test]
     fn forwarded_headers_are_added_and_appended() {
         let mut headers = map(&[("host", "tether:8080"), ("x-forwarded-for", "203.0.113.7")]);
         to_upstream(&mut headers, "10.0.0.2".parse().unwrap());
-        assert_eq!(headers.get("host"), None, "Host is set by the client library for the upstream");
+        assert_eq!(
+            headers.get("host"),
+            None,
+            "Host is set by the client library for the upstream"
+        );
         assert_eq!(headers["x-forwarded-for"], "203.0.113.7, 10.0.0.2");
         assert_eq!(headers["x-forwarded-proto"], "http");
     }

@@ -48,7 +48,12 @@ impl Proxy {
 
     /// Forwards `req` to the upstream at `path` (the client's path with any
     /// session prefix already removed), keeping the query string.
-    pub async fn forward(&self, req: Request<Incoming>, path: &str, client_ip: IpAddr) -> Result<Response<Body>, ProxyError> {
+    pub async fn forward(
+        &self,
+        req: Request<Incoming>,
+        path: &str,
+        client_ip: IpAddr,
+    ) -> Result<Response<Body>, ProxyError> {
         let (mut parts, body) = req.into_parts();
         let limit = self.max_request_bytes;
         if content_length(&parts.headers).is_some_and(|len| len > limit) {
@@ -63,10 +68,13 @@ impl Proxy {
         let upstream_req = Request::from_parts(parts, body);
 
         let started = Instant::now();
-        let response = tokio::time::timeout(self.settings.header_timeout, self.client.request(upstream_req))
-            .await
-            .map_err(|_| ProxyError::HeaderTimeout(self.settings.header_timeout))?
-            .map_err(|e| self.classify(e))?;
+        let response = tokio::time::timeout(
+            self.settings.header_timeout,
+            self.client.request(upstream_req),
+        )
+        .await
+        .map_err(|_| ProxyError::HeaderTimeout(self.settings.header_timeout))?
+        .map_err(|e| self.classify(e))?;
         let upstream_time = started.elapsed();
 
         let (mut parts, body) = response.into_parts();
@@ -94,7 +102,8 @@ impl Proxy {
         }
         let detail = chain(&error);
         if error.is_connect() {
-            let timed_out = find_source::<std::io::Error>(&error).is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
+            let timed_out = find_source::<std::io::Error>(&error)
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
             if timed_out {
                 return ProxyError::ConnectTimeout(self.settings.connect_timeout);
             }
@@ -105,7 +114,12 @@ impl Proxy {
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
-    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The first error of type `E` in `error`'s source chain.

@@ -128,7 +128,9 @@ stage!(DecompressorWriter<Sink>, close);
 stage!(zstd::stream::write::Decoder<'static, Sink>, do_finish);
 
 enum Inner {
-    Identity { written: usize },
+    Identity {
+        written: usize,
+    },
     /// Deflate before its first two bytes arrived.
     Sniff(Vec<u8>),
     Stage(Box<dyn Stage>),
@@ -140,6 +142,9 @@ pub struct Decoder {
     encoding: Encoding,
     limit: usize,
     inner: Inner,
+    /// Whether any input came: an empty body is fine whatever its encoding
+    /// (a HEAD response, a 204).
+    fed: bool,
 }
 
 impl std::fmt::Debug for Decoder {
@@ -164,12 +169,15 @@ impl Decoder {
             Encoding::Identity => Inner::Identity { written: 0 },
             Encoding::Deflate => Inner::Sniff(Vec::with_capacity(2)),
             Encoding::Gzip => Inner::Stage(Box::new(MultiGzDecoder::new(sink))),
-            Encoding::Brotli => Inner::Stage(Box::new(DecompressorWriter::new(sink, BROTLI_BUFFER))),
+            Encoding::Brotli => {
+                Inner::Stage(Box::new(DecompressorWriter::new(sink, BROTLI_BUFFER)))
+            }
             Encoding::Zstd => {
-                let zstd = zstd::stream::write::Decoder::new(sink).map_err(|e| DecodeError::Corrupt {
-                    encoding: "zstd",
-                    reason: e.to_string(),
-                })?;
+                let zstd =
+                    zstd::stream::write::Decoder::new(sink).map_err(|e| DecodeError::Corrupt {
+                        encoding: "zstd",
+                        reason: e.to_string(),
+                    })?;
                 Inner::Stage(Box::new(zstd))
             }
         };
@@ -177,6 +185,7 @@ impl Decoder {
             encoding,
             limit: max_output,
             inner,
+            fed: false,
         })
     }
 
@@ -186,6 +195,7 @@ impl Decoder {
 
     /// Decodes one chunk, appending whatever output it completes to `out`.
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
+        self.fed |= !chunk.is_empty();
         let result = self.push_inner(chunk, out);
         if result.is_err() {
             self.inner = Inner::Closed;
@@ -197,6 +207,8 @@ impl Decoder {
     pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), DecodeError> {
         let inner = std::mem::replace(&mut self.inner, Inner::Closed);
         match inner {
+            Inner::Closed => Err(DecodeError::Closed),
+            _ if !self.fed => Ok(()),
             Inner::Identity { .. } => Ok(()),
             Inner::Sniff(head) if head.is_empty() => Ok(()),
             Inner::Sniff(head) => {
@@ -205,7 +217,6 @@ impl Decoder {
                 self.end_stage(stage.as_mut(), out)
             }
             Inner::Stage(mut stage) => self.end_stage(stage.as_mut(), out),
-            Inner::Closed => Err(DecodeError::Closed),
         }
     }
 
@@ -259,7 +270,12 @@ impl Decoder {
         }
     }
 
-    fn write_stage(&self, stage: &mut dyn Stage, data: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    fn write_stage(
+        &self,
+        stage: &mut dyn Stage,
+        data: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), DecodeError> {
         write_stage(stage, data, out, self.encoding, self.limit)
     }
 
@@ -282,7 +298,13 @@ fn write_stage(
     written.map_err(|e| stage_error(stage, e, encoding, limit, false))
 }
 
-fn stage_error(stage: &mut dyn Stage, err: io::Error, encoding: Encoding, limit: usize, at_end: bool) -> DecodeError {
+fn stage_error(
+    stage: &mut dyn Stage,
+    err: io::Error,
+    encoding: Encoding,
+    limit: usize,
+    at_end: bool,
+) -> DecodeError {
     if stage.sink().over {
         return DecodeError::TooLarge { limit };
     }

@@ -18,7 +18,11 @@ pub struct RedisStore {
 
 impl RedisStore {
     /// Sets up the connection and pings once; a failed ping is logged, not returned.
-    pub async fn connect(url: &str, connect_timeout: Duration, command_timeout: Duration) -> Result<Self, StoreError> {
+    pub async fn connect(
+        url: &str,
+        connect_timeout: Duration,
+        command_timeout: Duration,
+    ) -> Result<Self, StoreError> {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(connect_timeout))
@@ -29,7 +33,10 @@ impl RedisStore {
             .set_max_delay(Duration::from_secs(1))
             .set_number_of_retries(3);
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        let store = RedisStore { conn, command_timeout };
+        let store = RedisStore {
+            conn,
+            command_timeout,
+        };
         match store.ping().await {
             Ok(()) => tracing::info!(redis = %redacted(url), "redis answered"),
             Err(e) => tracing::warn!(

@@ -87,7 +87,9 @@ impl MockUpstream {
         let state = shared.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let state = state.clone();
                 let tls = tls.clone();
                 tokio::spawn(async move {
@@ -95,10 +97,18 @@ impl MockUpstream {
                     let builder = auto::Builder::new(TokioExecutor::new());
                     let _ = match tls {
                         Some(acceptor) => match acceptor.accept(stream).await {
-                            Ok(tls_stream) => builder.serve_connection(TokioIo::new(tls_stream), service).await,
+                            Ok(tls_stream) => {
+                                builder
+                                    .serve_connection(TokioIo::new(tls_stream), service)
+                                    .await
+                            }
                             Err(_) => return,
                         },
-                        None => builder.serve_connection(TokioIo::new(stream), service).await,
+                        None => {
+                            builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await
+                        }
                     };
                 });
             }
@@ -116,7 +126,9 @@ impl MockUpstream {
     }
 
     pub fn last_request(&self) -> SeenRequest {
-        self.requests().pop().expect("the mock upstream saw no request")
+        self.requests()
+            .pop()
+            .expect("the mock upstream saw no request")
     }
 
     /// When each chunk of gated or delayed streams was sent, in order.
@@ -153,10 +165,13 @@ impl Sender {
 
 fn channel(buffer: usize) -> (Sender, Body) {
     let (tx, rx) = mpsc::channel(buffer);
-    let frames = futures_util::stream::unfold(rx, |mut rx: mpsc::Receiver<Result<Bytes, std::io::Error>>| async move {
-        let item: Result<Bytes, std::io::Error> = rx.recv().await?;
-        Some((item.map(http_body::Frame::data), rx))
-    });
+    let frames = futures_util::stream::unfold(
+        rx,
+        |mut rx: mpsc::Receiver<Result<Bytes, std::io::Error>>| async move {
+            let item: Result<Bytes, std::io::Error> = rx.recv().await?;
+            Some((item.map(http_body::Frame::data), rx))
+        },
+    );
     (Sender(tx), http_body_util::StreamBody::new(frames).boxed())
 }
 
@@ -164,7 +179,10 @@ fn knob(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers.get(name)?.to_str().ok()?.parse().ok()
 }
 
-async fn respond(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn respond(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let headers = req.headers().clone();
     if let Some(ms) = knob(&headers, "x-mock-header-delay-ms") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -176,7 +194,11 @@ async fn respond(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response
         return Ok(echo(shared, req));
     }
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     shared.seen.lock().unwrap().push(SeenRequest {
         method: parts.method.clone(),
         uri: parts.uri.clone(),
@@ -186,10 +208,16 @@ async fn respond(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response
         body: body.clone(),
     });
     if let Some(status) = knob(&headers, "x-mock-status") {
-        return Ok(openai_error(StatusCode::from_u16(status as u16).unwrap(), "mock failure"));
+        return Ok(openai_error(
+            StatusCode::from_u16(status as u16).unwrap(),
+            "mock failure",
+        ));
     }
     if let Some(name) = headers.get("x-mock-replay").and_then(|v| v.to_str().ok()) {
-        return Ok(replay(name, knob(&headers, "x-mock-replay-chunk").unwrap_or(7) as usize));
+        return Ok(replay(
+            name,
+            knob(&headers, "x-mock-replay-chunk").unwrap_or(7) as usize,
+        ));
     }
     Ok(match (parts.method.as_str(), path.as_str()) {
         ("POST", "/v1/chat/completions") => chat(shared, &headers, &body),
@@ -208,7 +236,9 @@ fn openai_error(status: StatusCode, message: &str) -> Response<Body> {
 }
 
 fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// Answers the request body as it streams in, plus what the mock saw in
@@ -234,10 +264,20 @@ fn echo(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                 }
             }
         }
-        shared.seen.lock().unwrap().push(SeenRequest { body_len: len, ..seen });
+        shared.seen.lock().unwrap().push(SeenRequest {
+            body_len: len,
+            ..seen
+        });
     });
     Response::builder()
-        .header("content-type", parts.headers.get("content-type").cloned().unwrap_or("application/octet-stream".parse().unwrap()))
+        .header(
+            "content-type",
+            parts
+                .headers
+                .get("content-type")
+                .cloned()
+                .unwrap_or("application/octet-stream".parse().unwrap()),
+        )
         .header("x-echo-method", parts.method.as_str())
         .header("x-echo-path", parts.uri.path())
         .header("x-echo-query", parts.uri.query().unwrap_or(""))
@@ -251,7 +291,10 @@ fn echo(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
 
 /// N bytes of a fixed pseudo-random sequence, in 64 KiB chunks.
 fn download(query: &str) -> Response<Body> {
-    let n: usize = query.strip_prefix("bytes=").and_then(|v| v.parse().ok()).unwrap_or(1024);
+    let n: usize = query
+        .strip_prefix("bytes=")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
     let (mut tx, rx) = channel(4);
     tokio::spawn(async move {
         let data = binary_bytes(n);
@@ -282,7 +325,10 @@ pub fn binary_bytes(n: usize) -> Vec<u8> {
 }
 
 fn replay(name: &str, piece: usize) -> Response<Body> {
-    let path = format!("{}/tests/fixtures/streams/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/streams/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"));
     let (mut tx, rx) = channel(16);
     tokio::spawn(async move {
@@ -292,7 +338,8 @@ fn replay(name: &str, piece: usize) -> Response<Body> {
             }
         }
     });
-    let mut response = Response::builder().header("content-type", "text/event-stream; charset=utf-8");
+    let mut response =
+        Response::builder().header("content-type", "text/event-stream; charset=utf-8");
     if name.ends_with(".gz") {
         response = response.header("content-encoding", "gzip");
     }
@@ -359,7 +406,11 @@ impl StreamPlan {
         if i == 0 {
             delta["role"] = "assistant".into();
         }
-        let finish = if i + 1 == self.chunks { serde_json::json!("stop") } else { serde_json::Value::Null };
+        let finish = if i + 1 == self.chunks {
+            serde_json::json!("stop")
+        } else {
+            serde_json::Value::Null
+        };
         let chunk = serde_json::json!({
             "id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0, "model": self.model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]
@@ -378,7 +429,11 @@ impl StreamPlan {
                 }
             }
             if self.reset_after == Some(i) {
-                tx.abort(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "mock reset")).await;
+                tx.abort(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "mock reset",
+                ))
+                .await;
                 return;
             }
             if self.stall_after == Some(i) {
@@ -394,7 +449,9 @@ impl StreamPlan {
                 "id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0, "model": self.model,
                 "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": self.chunks, "total_tokens": self.chunks + 3}
             });
-            let _ = tx.send_data(Bytes::from(format!("data: {usage}\n\n"))).await;
+            let _ = tx
+                .send_data(Bytes::from(format!("data: {usage}\n\n")))
+                .await;
         }
         let _ = tx.send_data(Bytes::from_static(b"data: [DONE]\n\n")).await;
     }

@@ -29,7 +29,9 @@ impl AnthropicFold {
         let Some(Value::Object(obj)) = &payload.json else {
             return;
         };
-        let kind = str_field(obj, "type").filter(|k| !k.is_empty()).unwrap_or(payload.event);
+        let kind = str_field(obj, "type")
+            .filter(|k| !k.is_empty())
+            .unwrap_or(payload.event);
         match kind {
             "message_start" => {
                 if let Some(Value::Object(message)) = obj.get("message") {
@@ -38,7 +40,8 @@ impl AnthropicFold {
             }
             "content_block_start" => {
                 let index = obj.get("index").and_then(Value::as_i64);
-                if let (Some(index), Some(Value::Object(block))) = (index, obj.get("content_block")) {
+                if let (Some(index), Some(Value::Object(block))) = (index, obj.get("content_block"))
+                {
                     self.blocks.insert(index, (block.clone(), Vec::new()));
                 }
             }
@@ -54,10 +57,14 @@ impl AnthropicFold {
     pub(super) fn from_body(body: &Map<String, Value>) -> Reply {
         let mut fold = AnthropicFold::default();
         fold.start(body);
-        let content = body.get("content").and_then(Value::as_array).map(Vec::as_slice);
+        let content = body
+            .get("content")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice);
         for (index, block) in content.unwrap_or_default().iter().enumerate() {
             if let Some(block) = block.as_object() {
-                fold.blocks.insert(index as i64, (block.clone(), Vec::new()));
+                fold.blocks
+                    .insert(index as i64, (block.clone(), Vec::new()));
             }
         }
         fold.stop_reason = body.get("stop_reason").cloned();
@@ -67,7 +74,11 @@ impl AnthropicFold {
 
     fn start(&mut self, message: &Map<String, Value>) {
         self.message = message.clone();
-        self.usage = message.get("usage").and_then(Value::as_object).cloned().unwrap_or_default();
+        self.usage = message
+            .get("usage")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
     }
 
     fn delta(&mut self, obj: &Map<String, Value>) {
@@ -115,7 +126,8 @@ impl AnthropicFold {
     }
 
     pub(super) fn finish(self) -> Reply {
-        let (mut content, mut reasoning, mut tool_calls) = (String::new(), String::new(), Vec::new());
+        let (mut content, mut reasoning, mut tool_calls) =
+            (String::new(), String::new(), Vec::new());
         let mut blocks = Vec::with_capacity(self.blocks.len());
         for (_, (mut block, fragments)) in self.blocks {
             let joined = fragments.concat();
@@ -127,7 +139,9 @@ impl AnthropicFold {
             }
             match str_field(&block, "type") {
                 Some("text") => content.push_str(str_field(&block, "text").unwrap_or_default()),
-                Some("thinking") => reasoning.push_str(str_field(&block, "thinking").unwrap_or_default()),
+                Some("thinking") => {
+                    reasoning.push_str(str_field(&block, "thinking").unwrap_or_default())
+                }
                 Some("tool_use") => tool_calls.push(tool_call(&block, joined)),
                 _ => {}
             }
@@ -140,10 +154,16 @@ impl AnthropicFold {
             content: none_if_empty(content),
             reasoning: none_if_empty(reasoning),
             tool_calls,
-            finish_reason: self.stop_reason.filter(|r| !r.is_null()).map(|r| string_of(&r)),
+            finish_reason: self
+                .stop_reason
+                .filter(|r| !r.is_null())
+                .map(|r| string_of(&r)),
             ..Choice::default()
         });
-        reply.stop_sequence = self.stop_sequence.filter(|s| !s.is_null()).map(|s| string_of(&s));
+        reply.stop_sequence = self
+            .stop_sequence
+            .filter(|s| !s.is_null())
+            .map(|s| string_of(&s));
         reply.usage = (!self.usage.is_empty()).then_some(Value::Object(self.usage));
         reply.error = self.error;
         reply.blocks = blocks;
@@ -156,7 +176,10 @@ impl AnthropicFold {
 /// serialized as the reference does (Python's ASCII-only compact JSON).
 fn tool_call(block: &Map<String, Value>, joined: String) -> ToolCall {
     let arguments = if joined.is_empty() {
-        let input = block.get("input").cloned().unwrap_or_else(|| Value::Object(Map::new()));
+        let input = block
+            .get("input")
+            .cloned()
+            .unwrap_or_else(|| Value::Object(Map::new()));
         pyjson::compact(&input, true)
     } else {
         joined
@@ -193,8 +216,14 @@ mod tests {
         let message = reply.message().unwrap();
         assert_eq!(message.content.as_deref(), Some("Hi"));
         assert_eq!(message.finish_reason.as_deref(), Some("tool_use"));
-        assert_eq!(message.tool_calls[0].arguments, "{\"city\":\"Z\\u00fcrich\",\"a\":1}", "input key order kept");
-        assert_eq!(reply.usage, Some(json!({"input_tokens": 3, "output_tokens": 4})));
+        assert_eq!(
+            message.tool_calls[0].arguments, "{\"city\":\"Z\\u00fcrich\",\"a\":1}",
+            "input key order kept"
+        );
+        assert_eq!(
+            reply.usage,
+            Some(json!({"input_tokens": 3, "output_tokens": 4}))
+        );
         assert_eq!(reply.blocks.len(), 2);
     }
 
@@ -203,9 +232,16 @@ mod tests {
         let mut fold = AnthropicFold::default();
         let data = r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
         let json = serde_json::from_str(data).ok();
-        fold.push(&Payload { event: "error", json, raw: data });
+        fold.push(&Payload {
+            event: "error",
+            json,
+            raw: data,
+        });
         let reply = fold.finish();
-        assert_eq!(reply.error, Some(json!({"type": "overloaded_error", "message": "Overloaded"})));
+        assert_eq!(
+            reply.error,
+            Some(json!({"type": "overloaded_error", "message": "Overloaded"}))
+        );
         assert_eq!(reply.finish_reason(), None);
     }
 }

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::reply::{Choice, Reply};
 use super::tool_calls::ToolCalls;
-use super::{Api, Payload, string_of};
+use super::{Api, Payload, error_of, string_of};
 
 /// One choice being assembled.
 #[derive(Debug, Default)]
@@ -51,11 +51,7 @@ impl ChatFold {
         }
         if payload.event == "error" {
             self.error = match &payload.json {
-                Some(Value::Object(obj)) => match obj.get("error") {
-                    Some(Value::Null) => None,
-                    Some(error) => Some(error.clone()),
-                    None => Some(Value::Object(obj.clone())),
-                },
+                Some(Value::Object(obj)) => error_of(obj),
                 _ => Some(Value::String(payload.raw.to_owned())),
             };
             return;
@@ -81,8 +77,14 @@ impl ChatFold {
             let Some(choice) = choice.as_object() else {
                 continue;
             };
-            let index = choice.get("index").and_then(Value::as_u64).unwrap_or(position as u64);
-            self.choices.entry(index).or_default().apply(choice, text_mode);
+            let index = choice
+                .get("index")
+                .and_then(Value::as_u64)
+                .unwrap_or(position as u64);
+            self.choices
+                .entry(index)
+                .or_default()
+                .apply(choice, text_mode);
         }
     }
 
@@ -93,7 +95,10 @@ impl ChatFold {
             self.usage = Some(usage.clone());
             return;
         }
-        let groq = obj.get("x_groq").and_then(|x| x.get("usage")).filter(|u| !u.is_null());
+        let groq = obj
+            .get("x_groq")
+            .and_then(|x| x.get("usage"))
+            .filter(|u| !u.is_null());
         if let (Some(usage), None) = (groq, &self.usage) {
             self.usage = Some(usage.clone());
         }
@@ -128,7 +133,11 @@ impl ChoiceState {
     }
 
     fn apply_delta(&mut self, delta: &Map<String, Value>) {
-        if let Some(role) = delta.get("role").and_then(Value::as_str).filter(|r| !r.is_empty()) {
+        if let Some(role) = delta
+            .get("role")
+            .and_then(Value::as_str)
+            .filter(|r| !r.is_empty())
+        {
             self.role = Some(role.to_owned());
         }
         self.add_content(delta.get("content"));
@@ -203,8 +212,14 @@ impl ChoiceState {
             };
             for token in tokens.iter().filter_map(Value::as_object) {
                 let mut entry = Map::new();
-                entry.insert("token".into(), token.get("token").cloned().unwrap_or(Value::Null));
-                entry.insert("logprob".into(), token.get("logprob").cloned().unwrap_or(Value::Null));
+                entry.insert(
+                    "token".into(),
+                    token.get("token").cloned().unwrap_or(Value::Null),
+                );
+                entry.insert(
+                    "logprob".into(),
+                    token.get("logprob").cloned().unwrap_or(Value::Null),
+                );
                 list.push(Value::Object(entry));
             }
         }
@@ -255,10 +270,10 @@ pub(super) fn body_as_chunk(body: &Map<String, Value>) -> Map<String, Value> {
 
 /// Keeps the first non-empty string seen (chunk `id` and `model`).
 pub(super) fn first_non_empty(slot: &mut Option<String>, value: Option<&Value>) {
-    if slot.is_none() {
-        if let Some(text) = value.and_then(Value::as_str).filter(|s| !s.is_empty()) {
-            *slot = Some(text.to_owned());
-        }
+    if slot.is_none()
+        && let Some(text) = value.and_then(Value::as_str).filter(|s| !s.is_empty())
+    {
+        *slot = Some(text.to_owned());
     }
 }
 

@@ -38,12 +38,23 @@ impl GeminiFold {
         if let Some(usage) = obj.get("usageMetadata").filter(|u| !u.is_null()) {
             self.usage = Some(usage.clone());
         }
-        let first = obj.get("candidates").and_then(Value::as_array).and_then(|c| c.first());
+        let first = obj
+            .get("candidates")
+            .and_then(Value::as_array)
+            .and_then(|c| c.first());
         let Some(Value::Object(candidate)) = first else {
             return;
         };
-        let parts = candidate.get("content").and_then(|c| c.get("parts")).and_then(Value::as_array);
-        for part in parts.map(Vec::as_slice).unwrap_or_default().iter().filter_map(Value::as_object) {
+        let parts = candidate
+            .get("content")
+            .and_then(|c| c.get("parts"))
+            .and_then(Value::as_array);
+        for part in parts
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(Value::as_object)
+        {
             self.part(part);
         }
         if let Some(reason) = candidate.get("finishReason").filter(|r| truthy(r)) {
@@ -54,7 +65,12 @@ impl GeminiFold {
     fn part(&mut self, part: &Map<String, Value>) {
         if let Some(text) = str_field(part, "text") {
             let thought = part.get("thought").is_some_and(truthy);
-            (if thought { &mut self.thoughts } else { &mut self.text }).push_str(text);
+            (if thought {
+                &mut self.thoughts
+            } else {
+                &mut self.text
+            })
+            .push_str(text);
         }
         if let Some(Value::Object(call)) = part.get("functionCall") {
             let args = call.get("args").filter(|a| truthy(a)).cloned();
@@ -62,7 +78,10 @@ impl GeminiFold {
                 id: str_field(call, "id").map(str::to_owned),
                 item_id: None,
                 name: str_field(call, "name").map(str::to_owned),
-                arguments: pyjson::compact(&args.unwrap_or_else(|| Value::Object(Map::new())), false),
+                arguments: pyjson::compact(
+                    &args.unwrap_or_else(|| Value::Object(Map::new())),
+                    false,
+                ),
             });
         }
     }
@@ -98,7 +117,10 @@ mod tests {
             .unwrap());
         let reply = fold.finish();
         let message = reply.message().unwrap();
-        assert_eq!((message.content.as_deref(), message.reasoning.as_deref()), (Some("Hi"), Some("hmm")));
+        assert_eq!(
+            (message.content.as_deref(), message.reasoning.as_deref()),
+            (Some("Hi"), Some("hmm"))
+        );
         assert_eq!(message.tool_calls[0].arguments, "{\"q\":\"ü\"}");
         assert_eq!(message.finish_reason.as_deref(), Some("STOP"));
         assert_eq!(reply.id.as_deref(), Some("r1"));

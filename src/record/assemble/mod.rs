@@ -57,7 +57,11 @@ impl Api {
 
     /// The API of a request path (any prefix, query ignored).
     pub fn from_path(path: &str) -> Option<Api> {
-        let path = path.split('?').next().unwrap_or_default().trim_end_matches('/');
+        let path = path
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches('/');
         if path.ends_with(":streamGenerateContent") || path.ends_with(":generateContent") {
             return Some(Api::Gemini);
         }
@@ -77,7 +81,12 @@ impl Api {
         if kind.is_some_and(|k| k.starts_with("response.")) {
             return Some(Api::Responses);
         }
-        let anthropic = ["message_start", "content_block_start", "content_block_delta", "message_delta"];
+        let anthropic = [
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "message_delta",
+        ];
         if kind.is_some_and(|k| anthropic.contains(&k)) {
             return Some(Api::AnthropicMessages);
         }
@@ -87,7 +96,8 @@ impl Api {
         if str_field(obj, "object") == Some("text_completion") {
             return Some(Api::Completions);
         }
-        if obj.contains_key("choices") || str_field(obj, "object") == Some("chat.completion.chunk") {
+        if obj.contains_key("choices") || str_field(obj, "object") == Some("chat.completion.chunk")
+        {
             return Some(Api::ChatCompletions);
         }
         None
@@ -172,7 +182,7 @@ impl Fold {
 #[derive(Debug)]
 enum State {
     Detecting(Vec<SseEvent>),
-    Folding(Fold),
+    Folding(Box<Fold>),
     Unknown,
 }
 
@@ -187,7 +197,7 @@ impl Assembler {
     /// `api` from the request path; `None` detects it from the events.
     pub fn new(api: Option<Api>) -> Self {
         let state = match api {
-            Some(api) => State::Folding(Fold::new(api)),
+            Some(api) => State::Folding(Box::new(Fold::new(api))),
             None => State::Detecting(Vec::new()),
         };
         Assembler {
@@ -203,12 +213,16 @@ impl Assembler {
             State::Folding(fold) => fold.push(&payload),
             State::Unknown => {}
             State::Detecting(held) => {
-                let api = payload.json.as_ref().and_then(Value::as_object).and_then(Api::detect);
+                let api = payload
+                    .json
+                    .as_ref()
+                    .and_then(Value::as_object)
+                    .and_then(Api::detect);
                 if let Some(api) = api {
                     let mut fold = Fold::new(api);
                     held.iter().for_each(|e| fold.push(&Payload::of(e)));
                     fold.push(&payload);
-                    self.state = State::Folding(fold);
+                    self.state = State::Folding(Box::new(fold));
                 } else if held.len() < MAX_UNDETECTED_EVENTS {
                     held.push(event.clone());
                 } else {
@@ -237,7 +251,10 @@ impl Assembler {
         stats.comments += event.comments;
         stats.done_sentinel |= event.is_done();
         if event.name() != "message" {
-            *stats.event_names.entry(event.name().to_owned()).or_default() += 1;
+            *stats
+                .event_names
+                .entry(event.name().to_owned())
+                .or_default() += 1;
         }
     }
 }
@@ -247,11 +264,14 @@ impl Reply {
     /// `text_completion`, a Responses `response`, an Anthropic `message`, a
     /// Gemini `GenerateContentResponse`).
     pub fn from_body(api: Option<Api>, body: &[u8]) -> Result<Reply, AssembleError> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| AssembleError::InvalidJson(e.to_string()))?;
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| AssembleError::InvalidJson(e.to_string()))?;
         let Value::Object(obj) = value else {
             return Err(AssembleError::InvalidJson("not an object".into()));
         };
-        let api = api.or_else(|| Api::detect_body(&obj)).ok_or(AssembleError::UnknownApi)?;
+        let api = api
+            .or_else(|| Api::detect_body(&obj))
+            .ok_or(AssembleError::UnknownApi)?;
         Ok(match api {
             Api::ChatCompletions | Api::Completions => {
                 let mut fold = ChatFold::new(api);
@@ -300,5 +320,104 @@ pub(crate) fn error_of(obj: &Map<String, Value>) -> Option<Value> {
         Some(Value::Null) => None,
         Some(error) => Some(error.clone()),
         None => Some(Value::Object(obj.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::sse::parse_all;
+    use serde_json::json;
+
+    #[test]
+    fn api_from_request_path() {
+        assert_eq!(
+            Api::from_path("/s/chat-42/v1/chat/completions"),
+            Some(Api::ChatCompletions)
+        );
+        assert_eq!(
+            Api::from_path("/v1/completions?x=1"),
+            Some(Api::Completions)
+        );
+        assert_eq!(Api::from_path("/api/v1/responses"), Some(Api::Responses));
+        assert_eq!(
+            Api::from_path("/v1/messages?beta=true"),
+            Some(Api::AnthropicMessages)
+        );
+        let gemini = "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse";
+        assert_eq!(Api::from_path(gemini), Some(Api::Gemini));
+        assert_eq!(Api::from_path("/v1/embeddings"), None);
+    }
+
+    #[test]
+    fn interleaved_tool_call_stream_end_to_end() {
+        let chunk = |index: u64, extra: Value| {
+            let mut call = json!({"index": index, "function": {"arguments": ""}});
+            if let (Some(call), Value::Object(extra)) = (call.as_object_mut(), extra) {
+                call.extend(extra);
+            }
+            let body = json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"tool_calls": [call]}}]});
+            format!("data: {body}\n\n")
+        };
+        let stream = [
+            chunk(
+                0,
+                json!({"id": "call_0", "function": {"name": "a", "arguments": "[1"}}),
+            ),
+            chunk(
+                1,
+                json!({"id": "call_1", "function": {"name": "b", "arguments": "[2"}}),
+            ),
+            chunk(0, json!({"function": {"arguments": ",3]"}})),
+            chunk(1, json!({"function": {"arguments": ",4]"}})),
+            "data: [DONE]\n\n".to_owned(),
+        ]
+        .concat();
+        let (events, tail) = parse_all(stream.as_bytes()).expect("parses");
+        let mut assembler = Assembler::new(None);
+        events.iter().for_each(|e| assembler.push(e));
+        let reply = assembler.finish(&tail).expect("detected");
+        let calls = &reply.message().expect("one choice").tool_calls;
+        assert_eq!(
+            (calls[0].arguments.as_str(), calls[1].arguments.as_str()),
+            ("[1,3]", "[2,4]")
+        );
+        assert!(reply.sse.expect("stats").done_sentinel);
+    }
+
+    #[test]
+    fn non_streamed_bodies() {
+        let chat = br#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,
+            "message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function",
+            "function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}],"usage":{"total_tokens":9}}"#;
+        let reply = Reply::from_body(None, chat).expect("chat body");
+        assert_eq!(reply.api, Api::ChatCompletions);
+        assert_eq!(reply.finish_reason(), Some("tool_calls"));
+        assert_eq!(reply.to_message()["tool_calls"][0]["function"]["name"], "f");
+        let legacy = br#"{"object":"text_completion","choices":[{"text":"hi","index":0,"finish_reason":"stop"}]}"#;
+        let reply = Reply::from_body(None, legacy).expect("legacy body");
+        assert_eq!(
+            (reply.api, reply.to_message()["content"].as_str()),
+            (Api::Completions, Some("hi"))
+        );
+        assert_eq!(
+            Reply::from_body(None, b"{}"),
+            Err(AssembleError::UnknownApi)
+        );
+        assert!(matches!(
+            Reply::from_body(None, b"[1]"),
+            Err(AssembleError::InvalidJson(_))
+        ));
+    }
+
+    #[test]
+    fn undetectable_stream_is_an_error_not_a_panic() {
+        let (events, tail) = parse_all(b"data: hello\n\ndata: [DONE]\n\n").expect("parses");
+        let mut assembler = Assembler::new(None);
+        events.iter().for_each(|e| assembler.push(e));
+        assert_eq!(
+            assembler.finish(&tail).err(),
+            Some(AssembleError::UnknownApi)
+        );
     }
 }

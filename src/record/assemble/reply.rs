@@ -119,7 +119,9 @@ impl Reply {
     pub fn to_message(&self) -> Value {
         let mut out = Map::new();
         let choice = self.message();
-        let role = choice.and_then(|c| c.role.as_deref()).unwrap_or("assistant");
+        let role = choice
+            .and_then(|c| c.role.as_deref())
+            .unwrap_or("assistant");
         out.insert("role".into(), role.into());
         let Some(choice) = choice else {
             return Value::Object(out);
@@ -216,7 +218,11 @@ fn choice_fields(choice: &Choice, out: &mut Map<String, Value>, item_ids: bool, 
     out.insert("content".into(), json!(choice.content));
     out.insert("reasoning".into(), json!(choice.reasoning));
     out.insert("refusal".into(), json!(choice.refusal));
-    let calls = choice.tool_calls.iter().map(|c| flat_tool_call(c, item_ids)).collect();
+    let calls = choice
+        .tool_calls
+        .iter()
+        .map(|c| flat_tool_call(c, item_ids))
+        .collect();
     out.insert("tool_calls".into(), Value::Array(calls));
     out.insert("finish_reason".into(), json!(choice.finish_reason));
     if let Some(logprobs) = &choice.logprobs {
@@ -278,6 +284,9 @@ mod tests {
     fn chat_without_choices_has_no_message_keys() {
         let value = Reply::new(Api::ChatCompletions).to_json();
         assert!(value.get("content").is_none(), "{value}");
-        assert_eq!(Reply::new(Api::ChatCompletions).to_message(), json!({"role": "assistant"}));
+        assert_eq!(
+            Reply::new(Api::ChatCompletions).to_message(),
+            json!({"role": "assistant"})
+        );
     }
 }

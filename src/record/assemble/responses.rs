@@ -50,7 +50,9 @@ impl ResponsesFold {
         let Some(Value::Object(obj)) = &payload.json else {
             return;
         };
-        let kind = str_field(obj, "type").filter(|k| !k.is_empty()).unwrap_or(payload.event);
+        let kind = str_field(obj, "type")
+            .filter(|k| !k.is_empty())
+            .unwrap_or(payload.event);
         match kind {
             "response.created" | "response.in_progress" | "response.queued" => {
                 self.response = response_of(obj);
@@ -78,7 +80,10 @@ impl ResponsesFold {
     /// streamed and the final items.
     pub(super) fn from_body(body: &Map<String, Value>) -> Reply {
         let mut fold = ResponsesFold::default();
-        let output = body.get("output").and_then(Value::as_array).map(Vec::as_slice);
+        let output = body
+            .get("output")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice);
         for (index, item) in output.unwrap_or_default().iter().enumerate() {
             if let Some(obj) = item.as_object() {
                 fold.items.push((index as i64, Item::from_final(obj)));
@@ -145,7 +150,10 @@ impl ResponsesFold {
         let mut items: Vec<&(i64, Item)> = self.items.iter().collect();
         items.sort_by_key(|(index, _)| *index);
         let mut reply = Reply::new(Api::Responses);
-        reply.choices.push(assemble_choice(&items, terminal.then(|| last.get("status")).flatten()));
+        reply.choices.push(assemble_choice(
+            &items,
+            terminal.then(|| last.get("status")).flatten(),
+        ));
         reply.id = str_field(&last, "id").map(str::to_owned);
         reply.model = str_field(&last, "model").map(str::to_owned);
         reply.incomplete_reason = last
@@ -153,7 +161,10 @@ impl ResponsesFold {
             .and_then(|d| d.get("reason"))
             .filter(|r| !r.is_null())
             .map(string_of);
-        reply.usage = last.get("usage").filter(|u| terminal && !u.is_null()).cloned();
+        reply.usage = last
+            .get("usage")
+            .filter(|u| terminal && !u.is_null())
+            .cloned();
         reply.error = match last.get("error") {
             Some(error) if terminal && truthy(error) => Some(error.clone()),
             _ => self.error,
@@ -165,11 +176,18 @@ impl ResponsesFold {
     /// Compares each item's deltas with its `output_item.done` item and with
     /// the terminal response's output at the same position.
     fn checks(&self) -> Checks {
-        let finals = self.terminal.as_ref().and_then(|t| t.get("output")).and_then(Value::as_array);
+        let finals = self
+            .terminal
+            .as_ref()
+            .and_then(|t| t.get("output"))
+            .and_then(Value::as_array);
         let mut problems = Vec::new();
         for (index, item) in &self.items {
             let terminal = usize::try_from(*index).ok().and_then(|i| finals?.get(i));
-            for (label, reference) in [("output_item.done", self.done_items.get(index)), ("terminal output", terminal)] {
+            for (label, reference) in [
+                ("output_item.done", self.done_items.get(index)),
+                ("terminal output", terminal),
+            ] {
                 let Some(reference) = reference.and_then(Value::as_object) else {
                     continue;
                 };
@@ -238,9 +256,12 @@ impl Item {
         for (k, part) in parts(item, "content") {
             match str_field(part, "type") {
                 Some("output_text") => {
-                    out.text.insert(k, str_field(part, "text").unwrap_or_default().to_owned());
+                    out.text
+                        .insert(k, str_field(part, "text").unwrap_or_default().to_owned());
                 }
-                Some("refusal") => out.refusal.push_str(str_field(part, "refusal").unwrap_or_default()),
+                Some("refusal") => out
+                    .refusal
+                    .push_str(str_field(part, "refusal").unwrap_or_default()),
                 Some("reasoning_text") => {
                     let text = str_field(part, "text").unwrap_or_default().to_owned();
                     out.reasoning_text.insert(k, text);
@@ -249,7 +270,8 @@ impl Item {
             }
         }
         for (k, part) in parts(item, "summary") {
-            out.summary.insert(k, str_field(part, "text").unwrap_or_default().to_owned());
+            out.summary
+                .insert(k, str_field(part, "text").unwrap_or_default().to_owned());
         }
         out
     }
@@ -264,10 +286,15 @@ impl Item {
                     .collect();
                 Some(want == self.text.values().map(String::as_str).collect::<String>())
             }
-            Some("function_call") => Some(str_field(reference, "arguments") == Some(self.arguments.as_str())),
+            Some("function_call") => {
+                Some(str_field(reference, "arguments") == Some(self.arguments.as_str()))
+            }
             Some("reasoning") if !self.summary.is_empty() => {
-                let want: Vec<Option<&str>> = parts(reference, "summary").map(|(_, s)| str_field(s, "text")).collect();
-                let got: Vec<Option<&str>> = self.summary.values().map(|s| Some(s.as_str())).collect();
+                let want: Vec<Option<&str>> = parts(reference, "summary")
+                    .map(|(_, s)| str_field(s, "text"))
+                    .collect();
+                let got: Vec<Option<&str>> =
+                    self.summary.values().map(|s| Some(s.as_str())).collect();
                 Some(want == got)
             }
             _ => None,
@@ -276,8 +303,15 @@ impl Item {
 }
 
 /// The object elements of an array field, with their positions.
-fn parts<'a>(obj: &'a Map<String, Value>, key: &str) -> impl Iterator<Item = (i64, &'a Map<String, Value>)> {
-    let list = obj.get(key).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+fn parts<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+) -> impl Iterator<Item = (i64, &'a Map<String, Value>)> {
+    let list = obj
+        .get(key)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     list.iter()
         .enumerate()
         .filter_map(|(k, v)| Some((k as i64, v.as_object()?)))

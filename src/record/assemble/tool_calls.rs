@@ -66,10 +66,16 @@ impl ToolCalls {
     /// differ (a provider reusing an index for a new call). Without one: the
     /// call with the same id; or, for an id-less, name-less fragment, the
     /// latest call.
-    fn target(&self, index: Option<&Value>, call_id: Option<&str>, name: Option<&str>) -> Option<usize> {
+    fn target(
+        &self,
+        index: Option<&Value>,
+        call_id: Option<&str>,
+        name: Option<&str>,
+    ) -> Option<usize> {
         if let Some(index) = index {
             let (_, known) = self.by_index.iter().find(|(k, _)| k == index)?;
-            let reused = matches!((call_id, &self.calls[*known].id), (Some(new), Some(old)) if new != old);
+            let reused =
+                matches!((call_id, &self.calls[*known].id), (Some(new), Some(old)) if new != old);
             return (!reused).then_some(*known);
         }
         if let Some(id) = call_id {
@@ -138,7 +144,10 @@ mod tests {
             {"index": 0, "function": {"arguments": "1}"}},
             {"index": 1, "function": {"arguments": "2}"}}
         ]));
-        assert_eq!(args(&calls), [("alpha", "{\"x\":1}"), ("beta", "{\"y\":2}")]);
+        assert_eq!(
+            args(&calls),
+            [("alpha", "{\"x\":1}"), ("beta", "{\"y\":2}")]
+        );
         assert_eq!(calls[1].id.as_deref(), Some("call_b"));
     }
 
@@ -152,7 +161,15 @@ mod tests {
             {"index": 0, "id": "d", "function": {"name": "i", "arguments": "2"}},
             {"index": 0, "function": {"arguments": "3"}}
         ]));
-        assert_eq!(args(&calls), [("f", "{}"), ("g", "{\"k\":\"v\"} "), ("h", "1"), ("i", "23")]);
+        assert_eq!(
+            args(&calls),
+            [
+                ("f", "{}"),
+                ("g", "{\"k\":\"v\"} "),
+                ("h", "1"),
+                ("i", "23")
+            ]
+        );
     }
 
     #[test]

@@ -10,7 +10,12 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!("{dir}{name}")).unwrap_or_else(|e| panic!("read {name}: {e}"))
 }
 
-fn decode_in_chunks(encoding: Encoding, body: &[u8], chunk: usize, limit: usize) -> Result<Vec<u8>, DecodeError> {
+fn decode_in_chunks(
+    encoding: Encoding,
+    body: &[u8],
+    chunk: usize,
+    limit: usize,
+) -> Result<Vec<u8>, DecodeError> {
     let mut decoder = Decoder::new(encoding, limit)?;
     let mut out = Vec::new();
     for piece in body.chunks(chunk.max(1)) {
@@ -77,7 +82,11 @@ fn every_codec_round_trips_a_fixture() {
         let wire = encode(encoding, &data);
         for chunk in [1, 3, 100, 1 << 16] {
             let got = decode_in_chunks(encoding, &wire, chunk, 1 << 20);
-            assert_eq!(got.as_deref(), Ok(&data[..]), "{encoding:?} in chunks of {chunk}");
+            assert_eq!(
+                got.as_deref(),
+                Ok(&data[..]),
+                "{encoding:?} in chunks of {chunk}"
+            );
         }
     }
 }
@@ -90,7 +99,11 @@ fn raw_deflate_is_accepted_too() {
     let wire = enc.finish().unwrap();
     for chunk in [1, 5, 1 << 16] {
         let got = decode_in_chunks(Encoding::Deflate, &wire, chunk, 1 << 20);
-        assert_eq!(got.as_deref(), Ok(&data[..]), "raw deflate in chunks of {chunk}");
+        assert_eq!(
+            got.as_deref(),
+            Ok(&data[..]),
+            "raw deflate in chunks of {chunk}"
+        );
     }
 }
 
@@ -99,9 +112,15 @@ fn multi_member_gzip_and_multi_frame_zstd() {
     let (a, b) = (b"data: one\n\n".as_slice(), b"data: two\n\n".as_slice());
     let want = [a, b].concat();
     let gz = [gzip(a), gzip(b)].concat();
-    assert_eq!(decode_in_chunks(Encoding::Gzip, &gz, 3, 1024).as_deref(), Ok(&want[..]));
+    assert_eq!(
+        decode_in_chunks(Encoding::Gzip, &gz, 3, 1024).as_deref(),
+        Ok(&want[..])
+    );
     let zst = [encode(Encoding::Zstd, a), encode(Encoding::Zstd, b)].concat();
-    assert_eq!(decode_in_chunks(Encoding::Zstd, &zst, 3, 1024).as_deref(), Ok(&want[..]));
+    assert_eq!(
+        decode_in_chunks(Encoding::Zstd, &zst, 3, 1024).as_deref(),
+        Ok(&want[..])
+    );
 }
 
 #[test]
@@ -110,7 +129,11 @@ fn a_decompression_bomb_hits_the_limit() {
     for encoding in ALL {
         let wire = encode(encoding, &zeros);
         let got = decode_in_chunks(encoding, &wire, 4096, 1 << 20);
-        assert_eq!(got, Err(DecodeError::TooLarge { limit: 1 << 20 }), "{encoding:?}");
+        assert_eq!(
+            got,
+            Err(DecodeError::TooLarge { limit: 1 << 20 }),
+            "{encoding:?}"
+        );
     }
 }
 
@@ -126,11 +149,19 @@ fn output_exactly_at_the_limit_is_fine() {
 #[test]
 fn truncated_and_corrupt_bodies_error() {
     let data = fixture("openai-chat-text-1.sse");
-    for encoding in [Encoding::Gzip, Encoding::Deflate, Encoding::Brotli, Encoding::Zstd] {
+    for encoding in [
+        Encoding::Gzip,
+        Encoding::Deflate,
+        Encoding::Brotli,
+        Encoding::Zstd,
+    ] {
         let wire = encode(encoding, &data);
         let cut = &wire[..wire.len() / 2];
         let got = decode_in_chunks(encoding, cut, 64, 1 << 20);
-        assert!(matches!(got, Err(DecodeError::Truncated { .. })), "{encoding:?}: {got:?}");
+        assert!(
+            matches!(got, Err(DecodeError::Truncated { .. })),
+            "{encoding:?}: {got:?}"
+        );
     }
     let got = decode_in_chunks(Encoding::Gzip, b"not gzip at all", 4, 1024);
     assert!(matches!(got, Err(DecodeError::Corrupt { .. })), "{got:?}");
@@ -139,10 +170,21 @@ fn truncated_and_corrupt_bodies_error() {
 #[test]
 fn errors_close_the_decoder_and_empty_bodies_are_fine() {
     let mut decoder = Decoder::new(Encoding::Gzip, 1024).unwrap();
-    assert!(decoder.push(b"garbage!", &mut Vec::new()).is_err());
-    assert_eq!(decoder.push(b"x", &mut Vec::new()), Err(DecodeError::Closed));
+    assert!(
+        decoder
+            .push(b"garbage, not a gzip header", &mut Vec::new())
+            .is_err()
+    );
+    assert_eq!(
+        decoder.push(b"x", &mut Vec::new()),
+        Err(DecodeError::Closed)
+    );
     for encoding in ALL {
-        assert_eq!(decode_in_chunks(encoding, b"", 1, 10), Ok(Vec::new()), "{encoding:?}");
+        assert_eq!(
+            decode_in_chunks(encoding, b"", 1, 10),
+            Ok(Vec::new()),
+            "{encoding:?}"
+        );
     }
 }
 
@@ -156,8 +198,14 @@ fn header_values() {
     assert_eq!(parse(Some("identity, br")), Ok(Encoding::Brotli));
     assert_eq!(parse(Some("deflate")), Ok(Encoding::Deflate));
     assert_eq!(parse(Some("zstd")), Ok(Encoding::Zstd));
-    assert!(matches!(parse(Some("gzip, br")), Err(DecodeError::Unsupported(_))));
-    assert!(matches!(parse(Some("compress")), Err(DecodeError::Unsupported(_))));
+    assert!(matches!(
+        parse(Some("gzip, br")),
+        Err(DecodeError::Unsupported(_))
+    ));
+    assert!(matches!(
+        parse(Some("compress")),
+        Err(DecodeError::Unsupported(_))
+    ));
 }
 
 #[test]

