@@ -7,6 +7,8 @@
 //! - [`proxy`]: forwarding to the upstream: client, header rules, body limits, errors.
 //! - [`api`]: tether's own routes (health for now).
 //! - [`store`]: the `Store` trait and its Redis and in-memory implementations.
+//! - [`record`]: SSE parsing, content decoding and the per-API assemblers
+//!   that rebuild an assistant reply from a stream.
 //! - [`session`]: session ids: where they come from and what a valid one is.
 //! - [`error`]: OpenAI-shaped JSON error responses, shared by every route.
 //! - [`body`]: the response body type every route returns.
@@ -18,6 +20,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod proxy;
+pub mod record;
 pub mod server;
 pub mod session;
 pub mod store;

@@ -60,8 +60,9 @@ pub struct SseTail {
     pub unterminated: bool,
     /// Comment lines after the last event.
     pub comments: usize,
-    /// Byte range of everything after the last event.
+    /// Offset where the bytes after the last event begin.
     pub start: u64,
+    /// Total bytes fed: the end of the stream.
     pub end: u64,
 }
 
