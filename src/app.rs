@@ -29,7 +29,10 @@ pub enum StartError {
 impl App {
     pub async fn build(settings: Settings) -> Result<Arc<App>, StartError> {
         let proxy = Proxy::new(&settings.upstream, settings.server.max_request_bytes)?;
-        let store = store::connect(&settings.store).await?;
+        let retention = store::Retention {
+            history_ttl: settings.history_ttl,
+        };
+        let store = store::connect(&settings.store, retention).await?;
         Ok(Arc::new(App {
             settings,
             proxy,

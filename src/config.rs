@@ -65,8 +65,56 @@ pub struct Settings {
     pub upstream: UpstreamSettings,
     pub store: StoreSettings,
     pub history_ttl: Duration,
+    pub sessions: SessionSettings,
+    pub auth: AuthSettings,
+    pub record: RecordSettings,
+    pub streams: StreamSettings,
     pub api_prefix: String,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// Take the session id from the body's `user` field when nothing else names one.
+    pub from_user: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tenancy {
+    /// Each credential is its own tenant.
+    ApiKey,
+    /// Everybody shares one tenant (local upstreams without keys).
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub tenancy: Tenancy,
+    /// Sees every tenant; `None` when not set.
+    pub admin_token: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordSettings {
+    pub enabled: bool,
+    /// Largest (decoded) response recorded; a longer one is recorded cut
+    /// short, marked incomplete, and still forwarded whole.
+    pub max_response_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDisconnect {
+    /// Keep reading the upstream to the end, so the answer is recorded.
+    Finish,
+    /// Close the upstream connection and record what arrived.
+    Cancel,
+}
+
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    pub on_disconnect: OnDisconnect,
+    /// A stream read on after its client left is cut off after this long.
+    pub max_duration: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -146,6 +194,15 @@ impl RawSettings {
             upstream: self.upstream.validate()?,
             store: self.redis.validate()?,
             history_ttl: Duration::from_secs(positive("history.ttl_secs", self.history.ttl_secs)?),
+            sessions: SessionSettings {
+                from_user: self.sessions.from_user,
+            },
+            auth: self.auth.validate()?,
+            record: RecordSettings {
+                enabled: self.record.enabled,
+                max_response_bytes: positive("record.max_response_bytes", self.record.max_response_bytes)? as usize,
+            },
+            streams: self.streams.validate()?,
             api_prefix: validate_prefix(&self.api.prefix)?,
             log: self.log.validate()?,
         })
@@ -220,6 +277,47 @@ impl raw::Redis {
             url,
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             command_timeout: Duration::from_millis(self.command_timeout_ms),
+        })
+    }
+}
+
+impl raw::Auth {
+    fn validate(self) -> Result<AuthSettings, ConfigError> {
+        let tenancy = match self.tenancy.as_str() {
+            "api-key" => Tenancy::ApiKey,
+            "none" => Tenancy::None,
+            other => {
+                return Err(ConfigError::invalid(
+                    "auth.tenancy",
+                    format!("{other:?} is not \"api-key\" or \"none\""),
+                ));
+            }
+        };
+        if !self.admin_token.is_empty() && self.admin_token.len() < 16 {
+            return Err(ConfigError::invalid("auth.admin_token", "must be at least 16 characters"));
+        }
+        Ok(AuthSettings {
+            tenancy,
+            admin_token: (!self.admin_token.is_empty()).then_some(self.admin_token),
+        })
+    }
+}
+
+impl raw::Streams {
+    fn validate(self) -> Result<StreamSettings, ConfigError> {
+        let on_disconnect = match self.on_disconnect.as_str() {
+            "finish" => OnDisconnect::Finish,
+            "cancel" => OnDisconnect::Cancel,
+            other => {
+                return Err(ConfigError::invalid(
+                    "streams.on_disconnect",
+                    format!("{other:?} is not \"finish\" or \"cancel\""),
+                ));
+            }
+        };
+        Ok(StreamSettings {
+            on_disconnect,
+            max_duration: Duration::from_secs(positive("streams.max_duration_secs", self.max_duration_secs)?),
         })
     }
 }

@@ -23,4 +23,5 @@ pub mod proxy;
 pub mod record;
 pub mod server;
 pub mod session;
+pub mod tenant;
 pub mod store;

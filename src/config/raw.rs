@@ -25,6 +25,10 @@ pub struct RawSettings {
     pub upstream: Upstream,
     pub redis: Redis,
     pub history: History,
+    pub sessions: Sessions,
+    pub auth: Auth,
+    pub record: Record,
+    pub streams: Streams,
     pub api: Api,
     pub log: Log,
 }
@@ -114,6 +118,60 @@ pub struct History {
 impl Default for History {
     fn default() -> Self {
         Self { ttl_secs: 86_400 }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Sessions {
+    pub from_user: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    pub tenancy: String,
+    pub admin_token: String,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            tenancy: "api-key".into(),
+            admin_token: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Record {
+    pub enabled: bool,
+    pub max_response_bytes: u64,
+}
+
+impl Default for Record {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_response_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Streams {
+    pub on_disconnect: String,
+    pub max_duration_secs: u64,
+}
+
+impl Default for Streams {
+    fn default() -> Self {
+        Self {
+            on_disconnect: "finish".into(),
+            max_duration_secs: 3600,
+        }
     }
 }
 

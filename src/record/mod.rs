@@ -5,11 +5,16 @@
 //! - [`decode`]: Content-Encoding decoder with an output cap.
 //! - [`sse`]: SSE parser that reports each event's byte range.
 //! - [`assemble`]: per-API folds from events (or a JSON body) to a [`Reply`].
+//! - [`request`]: a recorded request's model, session hints and conversation.
+//! - [`turn`]: history de-duplication and the stored message shape.
 
 pub mod assemble;
 pub mod decode;
+pub mod request;
 pub mod sse;
+pub mod turn;
 
 pub use assemble::{Api, AssembleError, Assembler, Choice, Reply, SseStats, ToolCall};
 pub use decode::{DecodeError, Decoder, Encoding};
+pub use request::{RequestError, TurnRequest};
 pub use sse::{SseError, SseEvent, SseParser, SseTail};

@@ -2,19 +2,29 @@
 //! implementations, chosen once at start. Redis when a URL is configured,
 //! else an embedded in-memory store (history then lives as long as the
 //! process, which is what a laptop in front of a local model wants).
+//!
+//! The interface is at the level of the domain: append a turn, read
+//! messages, list sessions. Paging filters that need every message (role,
+//! text search) run above the store, in `api::history`.
 
+mod keys;
 mod memory;
 mod redis;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Serialize;
+use serde_json::Value;
 
+pub use keys::Key;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
 use crate::config::StoreSettings;
+use crate::session::SessionId;
+use crate::tenant::Tenant;
 
 /// Which implementation is in use, as `/tether/readyz` and the start log name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -43,26 +53,127 @@ pub struct StoreHealth {
     pub error: Option<String>,
 }
 
-/// What tether keeps: grows with recording and resume. Implementations never
-/// block the caller for longer than their configured command timeout.
+/// Token counts summed over a session's replies, whatever the provider calls them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct UsageTotals {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+/// What one recorded exchange adds to a session: messages in order (each
+/// already in the stored shape, with its timestamp), and what the session's
+/// info sums up.
+#[derive(Debug, Clone, Default)]
+pub struct Turn {
+    pub messages: Vec<Value>,
+    pub usage: UsageTotals,
+    pub model: Option<String>,
+    /// Wall-clock time of the write, in milliseconds since the epoch.
+    pub at_ms: u64,
+}
+
+/// Which messages of a session to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageRange {
+    All,
+    /// `len` messages after skipping `offset`, counted from the oldest
+    /// (`from_end = false`) or the newest (`from_end = true`); oldest first.
+    Slice { offset: usize, len: usize, from_end: bool },
+}
+
+/// Messages read back, with the session's total count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Messages {
+    pub messages: Vec<Value>,
+    /// Position of the first returned message in the whole session.
+    pub first_index: usize,
+    pub total: usize,
+}
+
+/// A session's summary, for `GET /tether/sessions/{id}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SessionInfo {
+    pub message_count: usize,
+    pub created_at_ms: u64,
+    pub last_message_ms: u64,
+    pub models: Vec<String>,
+    pub usage: UsageTotals,
+    pub active_stream: Option<String>,
+}
+
+/// One row of a session listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionEntry {
+    pub tenant: Tenant,
+    pub session_id: String,
+    pub last_activity_ms: u64,
+}
+
+/// Whose sessions a listing covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Tenant(Tenant),
+    /// The admin token: every tenant.
+    All,
+}
+
+/// A page of sessions, most recently active first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionPage {
+    pub entries: Vec<SessionEntry>,
+    pub total: usize,
+}
+
+/// What tether keeps. Implementations never block the caller for longer than
+/// their configured command timeout.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     fn kind(&self) -> StoreKind;
 
     /// Asks the backend whether it answers right now.
     async fn health(&self) -> StoreHealth;
+
+    /// True when the session has history (it exists and has not expired).
+    async fn session_exists(&self, tenant: &Tenant, session: &SessionId) -> Result<bool, StoreError>;
+
+    /// Appends a turn's messages, updates the session's info and its place in
+    /// the session index, and refreshes the history TTL.
+    async fn append_turn(&self, tenant: &Tenant, session: &SessionId, turn: &Turn) -> Result<(), StoreError>;
+
+    /// `None` when the session does not exist.
+    async fn read_messages(&self, tenant: &Tenant, session: &SessionId, range: MessageRange) -> Result<Option<Messages>, StoreError>;
+
+    async fn session_info(&self, tenant: &Tenant, session: &SessionId) -> Result<Option<SessionInfo>, StoreError>;
+
+    /// Sessions most recently active first, after dropping index entries
+    /// whose history has expired.
+    async fn list_sessions(&self, scope: &Scope, offset: usize, limit: usize) -> Result<SessionPage, StoreError>;
+
+    /// Deletes the session's history; false when there was none.
+    async fn delete_session(&self, tenant: &Tenant, session: &SessionId) -> Result<bool, StoreError>;
+
+    /// The tenants that have a session with this id (for the admin token,
+    /// which names sessions without a tenant).
+    async fn tenants_of(&self, session: &SessionId) -> Result<Vec<Tenant>, StoreError>;
+}
+
+/// History TTL and what it means for the session index.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub history_ttl: Duration,
 }
 
 /// Builds the configured store. A Redis that does not answer yet is not an
 /// error: tether serves anyway and the connection is retried in the background.
-pub async fn connect(settings: &StoreSettings) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn connect(settings: &StoreSettings, retention: Retention) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match settings {
-        StoreSettings::Memory => Arc::new(MemoryStore::new()),
+        StoreSettings::Memory => Arc::new(MemoryStore::new(retention)),
         StoreSettings::Redis {
             url,
             connect_timeout,
             command_timeout,
-        } => Arc::new(RedisStore::connect(url, *connect_timeout, *command_timeout).await?),
+        } => Arc::new(RedisStore::connect(url, *connect_timeout, *command_timeout, retention).await?),
     })
 }
 
@@ -72,5 +183,16 @@ pub enum StoreError {
     #[error("redis: {0}")]
     Redis(#[from] ::redis::RedisError),
     #[error("redis did not answer within {0:?}")]
-    Timeout(std::time::Duration),
+    Timeout(Duration),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
 }
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+

@@ -3,26 +3,35 @@
 //!
 //! The manager is created lazily so that a Redis that is down at start does
 //! not stop tether from serving: the first ping only decides what is logged.
+//! Every pipeline touches the keys of one hash tag (see `keys.rs`), so the
+//! same commands work on Redis Cluster.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde_json::Value;
 
-use super::{Store, StoreError, StoreHealth, StoreKind};
+use super::keys::{Key, all_sessions_member};
+use super::{
+    MessageRange, Messages, Retention, Scope, SessionEntry, SessionInfo, SessionPage, Store, StoreError, StoreHealth, StoreKind, Turn,
+    UsageTotals, now_ms,
+};
+use crate::session::SessionId;
+use crate::tenant::Tenant;
 
 pub struct RedisStore {
     conn: ConnectionManager,
     command_timeout: Duration,
+    retention: Retention,
 }
 
 impl RedisStore {
     /// Sets up the connection and pings once; a failed ping is logged, not returned.
-    pub async fn connect(
-        url: &str,
-        connect_timeout: Duration,
-        command_timeout: Duration,
-    ) -> Result<Self, StoreError> {
+    pub async fn connect(url: &str, connect_timeout: Duration, command_timeout: Duration, retention: Retention) -> Result<Self, StoreError> {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(connect_timeout))
@@ -36,6 +45,7 @@ impl RedisStore {
         let store = RedisStore {
             conn,
             command_timeout,
+            retention,
         };
         match store.ping().await {
             Ok(()) => tracing::info!(redis = %redacted(url), "redis answered"),
@@ -47,14 +57,40 @@ impl RedisStore {
         Ok(store)
     }
 
+    /// Runs one command or pipeline under the command timeout.
+    async fn timed<T>(&self, fut: impl Future<Output = redis::RedisResult<T>>) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.command_timeout, fut).await {
+            Ok(result) => result.map_err(StoreError::from),
+            Err(_) => Err(StoreError::Timeout(self.command_timeout)),
+        }
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let cmd = redis::cmd("PING");
-        let ping = cmd.query_async::<String>(&mut conn);
-        match tokio::time::timeout(self.command_timeout, ping).await {
-            Ok(result) => result.map(drop).map_err(StoreError::from),
-            Err(_) => Err(StoreError::Timeout(self.command_timeout)),
-        }
+        self.timed(cmd.query_async::<String>(&mut conn)).await.map(drop)
+    }
+
+    fn ttl_secs(&self) -> i64 {
+        self.retention.history_ttl.as_secs() as i64
+    }
+
+    /// Index entries older than this have no history left.
+    fn cutoff_ms(&self) -> u64 {
+        now_ms().saturating_sub(self.retention.history_ttl.as_millis() as u64)
+    }
+
+    /// Adds or refreshes `member` in the sorted set `key`, pruning stale entries.
+    async fn touch_index(&self, key: &str, member: &str, at_ms: u64) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.zadd(key, member, at_ms)
+            .ignore()
+            .zrembyscore(key, "-inf", format!("({}", self.cutoff_ms()))
+            .ignore()
+            .expire(key, self.ttl_secs())
+            .ignore();
+        self.timed(pipe.query_async::<()>(&mut conn)).await
     }
 }
 
@@ -71,6 +107,190 @@ impl Store for RedisStore {
             connected: result.is_ok(),
             error: result.err().map(|e| e.to_string()),
         }
+    }
+
+    async fn session_exists(&self, tenant: &Tenant, session: &SessionId) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let key = Key::Messages(tenant, session).to_redis();
+        self.timed(conn.exists::<_, bool>(key)).await
+    }
+
+    async fn append_turn(&self, tenant: &Tenant, session: &SessionId, turn: &Turn) -> Result<(), StoreError> {
+        let messages_key = Key::Messages(tenant, session).to_redis();
+        let meta_key = Key::SessionMeta(tenant, session).to_redis();
+        let ttl = self.ttl_secs();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let encoded: Vec<String> = turn.messages.iter().map(Value::to_string).collect();
+        if !encoded.is_empty() {
+            pipe.rpush(&messages_key, encoded).ignore();
+        }
+        pipe.expire(&messages_key, ttl)
+            .ignore()
+            .hset_nx(&meta_key, "created_ms", turn.at_ms)
+            .ignore()
+            .hset(&meta_key, "last_message_ms", turn.at_ms)
+            .ignore()
+            .hincr(&meta_key, "prompt_tokens", turn.usage.prompt_tokens)
+            .ignore()
+            .hincr(&meta_key, "completion_tokens", turn.usage.completion_tokens)
+            .ignore()
+            .hincr(&meta_key, "total_tokens", turn.usage.total_tokens)
+            .ignore();
+        if let Some(model) = &turn.model {
+            // One field per model keeps the set of models a plain HSET.
+            pipe.hset_nx(&meta_key, format!("model:{model}"), turn.at_ms).ignore();
+        }
+        pipe.expire(&meta_key, ttl).ignore();
+        let mut conn = self.conn.clone();
+        self.timed(pipe.query_async::<()>(&mut conn)).await?;
+
+        self.touch_index(&Key::Sessions(tenant).to_redis(), session.as_str(), turn.at_ms)
+            .await?;
+        self.touch_index(
+            &Key::AllSessions.to_redis(),
+            &all_sessions_member(tenant, session.as_str()),
+            turn.at_ms,
+        )
+        .await
+    }
+
+    async fn read_messages(&self, tenant: &Tenant, session: &SessionId, range: MessageRange) -> Result<Option<Messages>, StoreError> {
+        let key = Key::Messages(tenant, session).to_redis();
+        let (start, stop): (isize, isize) = match range {
+            MessageRange::All => (0, -1),
+            MessageRange::Slice { len: 0, .. } => (1, 0),
+            MessageRange::Slice { offset, len, from_end: false } => (offset as isize, (offset + len) as isize - 1),
+            MessageRange::Slice { offset, len, from_end: true } => (-((offset + len) as isize), -(offset as isize) - 1),
+        };
+        let mut pipe = redis::pipe();
+        pipe.llen(&key).lrange(&key, start, stop);
+        let mut conn = self.conn.clone();
+        let (total, raw): (usize, Vec<String>) = self.timed(pipe.query_async(&mut conn)).await?;
+        if total == 0 {
+            return Ok(None);
+        }
+        let first_index = match range {
+            MessageRange::Slice { offset, from_end: true, .. } => total.saturating_sub(offset).saturating_sub(raw.len()),
+            MessageRange::Slice { offset, .. } => offset.min(total),
+            MessageRange::All => 0,
+        };
+        let messages = raw
+            .iter()
+            .map(|m| serde_json::from_str(m).map_err(|e| StoreError::Corrupt(format!("{key}: {e}"))))
+            .collect::<Result<_, _>>()?;
+        Ok(Some(Messages {
+            messages,
+            first_index,
+            total,
+        }))
+    }
+
+    async fn session_info(&self, tenant: &Tenant, session: &SessionId) -> Result<Option<SessionInfo>, StoreError> {
+        let messages_key = Key::Messages(tenant, session).to_redis();
+        let meta_key = Key::SessionMeta(tenant, session).to_redis();
+        let mut pipe = redis::pipe();
+        pipe.llen(&messages_key).hgetall(&meta_key);
+        let mut conn = self.conn.clone();
+        let (count, meta): (usize, HashMap<String, String>) = self.timed(pipe.query_async(&mut conn)).await?;
+        if count == 0 {
+            return Ok(None);
+        }
+        let number = |field: &str| meta.get(field).and_then(|v| v.parse::<u64>().ok()).unwrap_or_default();
+        let mut models: Vec<(u64, String)> = meta
+            .iter()
+            .filter_map(|(k, v)| Some((v.parse().unwrap_or_default(), k.strip_prefix("model:")?.to_owned())))
+            .collect();
+        models.sort();
+        Ok(Some(SessionInfo {
+            message_count: count,
+            created_at_ms: number("created_ms"),
+            last_message_ms: number("last_message_ms"),
+            models: models.into_iter().map(|(_, m)| m).collect(),
+            usage: UsageTotals {
+                prompt_tokens: number("prompt_tokens"),
+                completion_tokens: number("completion_tokens"),
+                total_tokens: number("total_tokens"),
+            },
+            active_stream: meta.get("active_stream").cloned(),
+        }))
+    }
+
+    async fn list_sessions(&self, scope: &Scope, offset: usize, limit: usize) -> Result<SessionPage, StoreError> {
+        let key = match scope {
+            Scope::Tenant(t) => Key::Sessions(t).to_redis(),
+            Scope::All => Key::AllSessions.to_redis(),
+        };
+        let mut pipe = redis::pipe();
+        pipe.zrembyscore(&key, "-inf", format!("({}", self.cutoff_ms()))
+            .ignore()
+            .zcard(&key);
+        if limit > 0 {
+            pipe.zrevrange_withscores(&key, offset as isize, (offset + limit) as isize - 1);
+        }
+        let mut conn = self.conn.clone();
+        let (total, rows): (usize, Vec<(String, f64)>) = if limit > 0 {
+            self.timed(pipe.query_async(&mut conn)).await?
+        } else {
+            let (total,): (usize,) = self.timed(pipe.query_async(&mut conn)).await?;
+            (total, Vec::new())
+        };
+        let entries = rows
+            .into_iter()
+            .filter_map(|(member, score)| {
+                let (tenant, session_id) = match scope {
+                    Scope::Tenant(t) => (t.clone(), member),
+                    Scope::All => {
+                        let (tenant, id) = member.split_once('/')?;
+                        (Tenant::parse(tenant)?, id.to_owned())
+                    }
+                };
+                Some(SessionEntry {
+                    tenant,
+                    session_id,
+                    last_activity_ms: score as u64,
+                })
+            })
+            .collect();
+        Ok(SessionPage { entries, total })
+    }
+
+    async fn delete_session(&self, tenant: &Tenant, session: &SessionId) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let keys = [
+            Key::Messages(tenant, session).to_redis(),
+            Key::SessionMeta(tenant, session).to_redis(),
+        ];
+        let deleted: usize = self.timed(conn.del(&keys)).await?;
+        self.timed(conn.zrem::<_, _, ()>(Key::Sessions(tenant).to_redis(), session.as_str()))
+            .await?;
+        let member = all_sessions_member(tenant, session.as_str());
+        self.timed(conn.zrem::<_, _, ()>(Key::AllSessions.to_redis(), member))
+            .await?;
+        Ok(deleted > 0)
+    }
+
+    async fn tenants_of(&self, session: &SessionId) -> Result<Vec<Tenant>, StoreError> {
+        let key = Key::AllSessions.to_redis();
+        let pattern = format!("*/{session}");
+        let cutoff = self.cutoff_ms() as f64;
+        let mut conn = self.conn.clone();
+        let scan = async {
+            let mut found = Vec::new();
+            let mut iter = conn.zscan_match::<_, _, (String, f64)>(&key, &pattern).await?;
+            while let Some(item) = futures_util::StreamExt::next(&mut iter).await {
+                let (member, score) = item?;
+                if score >= cutoff
+                    && let Some(tenant) = member.split_once('/').and_then(|(t, _)| Tenant::parse(t))
+                {
+                    found.push(tenant);
+                }
+            }
+            Ok::<_, redis::RedisError>(found)
+        };
+        let mut tenants = self.timed(scan).await?;
+        tenants.sort();
+        Ok(tenants)
     }
 }
 

@@ -1,0 +1,228 @@
+//! What a recorded request says: its model, whether it streams, where it may
+//! name a session, and its conversation turned into OpenAI-shaped messages
+//! (`{"role", "content", "tool_calls", "tool_call_id"}`), whatever the API.
+
+use serde_json::{Map, Value, json};
+
+use super::Api;
+
+/// A recorded request, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnRequest {
+    pub api: Api,
+    pub model: Option<String>,
+    pub stream: bool,
+    /// Instructions given beside the conversation (Anthropic `system`,
+    /// Responses `instructions`, Gemini `systemInstruction`) as system messages.
+    pub system: Vec<Value>,
+    /// The conversation as sent, in the OpenAI message shape.
+    pub messages: Vec<Value>,
+    /// `metadata.session_id` of the body.
+    pub metadata_session: Option<String>,
+    /// The body's `user` field.
+    pub user: Option<String>,
+}
+
+/// Why a request body cannot be recorded (it is still forwarded).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("body is not JSON: {0}")]
+    NotJson(String),
+    #[error("body is not a JSON object")]
+    NotAnObject,
+    #[error("no conversation in the body ({0})")]
+    NoConversation(&'static str),
+}
+
+impl RequestError {
+    /// The metric label of this reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RequestError::NotJson(_) => "invalid_json",
+            RequestError::NotAnObject => "not_an_object",
+            RequestError::NoConversation(_) => "no_conversation",
+        }
+    }
+}
+
+pub fn parse(api: Api, body: &[u8]) -> Result<TurnRequest, RequestError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| RequestError::NotJson(e.to_string()))?;
+    let Value::Object(obj) = value else {
+        return Err(RequestError::NotAnObject);
+    };
+    let (system, messages) = match api {
+        Api::ChatCompletions => (Vec::new(), chat_messages(&obj)?),
+        Api::Completions => (Vec::new(), completion_prompt(&obj)?),
+        Api::Responses => responses_input(&obj)?,
+        Api::AnthropicMessages => anthropic_messages(&obj)?,
+        Api::Gemini => gemini_contents(&obj)?,
+    };
+    Ok(TurnRequest {
+        api,
+        model: obj.get("model").and_then(Value::as_str).map(str::to_owned),
+        stream: obj.get("stream").and_then(Value::as_bool).unwrap_or(false),
+        system,
+        messages,
+        metadata_session: obj
+            .get("metadata")
+            .and_then(|m| m.get("session_id"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        user: obj.get("user").and_then(Value::as_str).map(str::to_owned),
+    })
+}
+
+fn chat_messages(obj: &Map<String, Value>) -> Result<Vec<Value>, RequestError> {
+    let messages = obj
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or(RequestError::NoConversation("messages is not an array"))?;
+    Ok(messages.iter().filter(|m| m.is_object()).cloned().collect())
+}
+
+fn completion_prompt(obj: &Map<String, Value>) -> Result<Vec<Value>, RequestError> {
+    let prompts: Vec<&str> = match obj.get("prompt") {
+        Some(Value::String(p)) => vec![p],
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+        _ => return Err(RequestError::NoConversation("prompt is not text")),
+    };
+    Ok(prompts.into_iter().map(|p| json!({"role": "user", "content": p})).collect())
+}
+
+/// Responses API: `instructions` and `input` (a string or a list of items).
+fn responses_input(obj: &Map<String, Value>) -> Result<(Vec<Value>, Vec<Value>), RequestError> {
+    let system = obj
+        .get("instructions")
+        .and_then(Value::as_str)
+        .map(|text| vec![json!({"role": "system", "content": text})])
+        .unwrap_or_default();
+    let messages = match obj.get("input") {
+        Some(Value::String(text)) => vec![json!({"role": "user", "content": text})],
+        Some(Value::Array(items)) => items.iter().filter_map(responses_item).collect(),
+        _ => return Err(RequestError::NoConversation("input is missing")),
+    };
+    Ok((system, messages))
+}
+
+fn responses_item(item: &Value) -> Option<Value> {
+    let kind = item.get("type").and_then(Value::as_str).unwrap_or("message");
+    match kind {
+        "message" => Some(json!({
+            "role": item.get("role").and_then(Value::as_str).unwrap_or("user"),
+            "content": flatten_text(item.get("content")?),
+        })),
+        "function_call" => Some(json!({
+            "role": "assistant",
+            "content": null,
+            "tool_calls": [{
+                "id": item.get("call_id").cloned().unwrap_or(Value::Null),
+                "type": "function",
+                "function": {"name": item.get("name").cloned().unwrap_or(Value::Null),
+                             "arguments": item.get("arguments").cloned().unwrap_or(Value::Null)},
+            }],
+        })),
+        "function_call_output" => Some(json!({
+            "role": "tool",
+            "tool_call_id": item.get("call_id").cloned().unwrap_or(Value::Null),
+            "content": item.get("output").map(flatten_text).unwrap_or(Value::Null),
+        })),
+        // Reasoning items and other server-side state are not conversation.
+        _ => None,
+    }
+}
+
+/// Anthropic Messages: `system` plus `messages` whose content may be blocks.
+fn anthropic_messages(obj: &Map<String, Value>) -> Result<(Vec<Value>, Vec<Value>), RequestError> {
+    let system = match obj.get("system") {
+        Some(s @ (Value::String(_) | Value::Array(_))) => vec![json!({"role": "system", "content": flatten_text(s)})],
+        _ => Vec::new(),
+    };
+    let raw = obj
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or(RequestError::NoConversation("messages is not an array"))?;
+    let mut messages = Vec::new();
+    for message in raw {
+        let role = message.get("role").and_then(Value::as_str).unwrap_or("user");
+        let Some(Value::Array(blocks)) = message.get("content") else {
+            messages.push(json!({"role": role, "content": message.get("content").cloned().unwrap_or(Value::Null)}));
+            continue;
+        };
+        let text: Vec<&str> = blocks
+            .iter()
+            .filter(|b| b["type"] == "text")
+            .filter_map(|b| b["text"].as_str())
+            .collect();
+        let calls: Vec<Value> = blocks
+            .iter()
+            .filter(|b| b["type"] == "tool_use")
+            .map(|b| {
+                json!({"id": b["id"], "type": "function",
+                       "function": {"name": b["name"], "arguments": b["input"].to_string()}})
+            })
+            .collect();
+        for result in blocks.iter().filter(|b| b["type"] == "tool_result") {
+            let content = result.get("content").map(flatten_text).unwrap_or(Value::Null);
+            messages.push(json!({"role": "tool", "tool_call_id": result["tool_use_id"], "content": content}));
+        }
+        if !text.is_empty() || !calls.is_empty() {
+            let mut m = json!({"role": role, "content": if text.is_empty() { Value::Null } else { text.concat().into() }});
+            if !calls.is_empty() {
+                m["tool_calls"] = calls.into();
+            }
+            messages.push(m);
+        }
+    }
+    Ok((system, messages))
+}
+
+/// Gemini native: `systemInstruction` and `contents` with `parts`.
+fn gemini_contents(obj: &Map<String, Value>) -> Result<(Vec<Value>, Vec<Value>), RequestError> {
+    let parts_text = |v: &Value| -> String {
+        v.get("parts")
+            .and_then(Value::as_array)
+            .map(|parts| parts.iter().filter_map(|p| p["text"].as_str()).collect())
+            .unwrap_or_default()
+    };
+    let system = obj
+        .get("systemInstruction")
+        .map(|s| vec![json!({"role": "system", "content": parts_text(s)})])
+        .unwrap_or_default();
+    let contents = obj
+        .get("contents")
+        .and_then(Value::as_array)
+        .ok_or(RequestError::NoConversation("contents is not an array"))?;
+    let messages = contents
+        .iter()
+        .map(|c| {
+            let role = match c.get("role").and_then(Value::as_str) {
+                Some("model") => "assistant",
+                _ => "user",
+            };
+            json!({"role": role, "content": parts_text(c)})
+        })
+        .collect();
+    Ok((system, messages))
+}
+
+/// Content as a string when it is all text parts (`[{"type": "text"|"input_text"|
+/// "output_text", "text"}]`), else as sent (images and files stay structured).
+fn flatten_text(content: &Value) -> Value {
+    let Value::Array(parts) = content else {
+        return content.clone();
+    };
+    let texts: Option<Vec<&str>> = parts
+        .iter()
+        .map(|p| match p.get("type").and_then(Value::as_str) {
+            Some("text" | "input_text" | "output_text") => p.get("text").and_then(Value::as_str),
+            _ => None,
+        })
+        .collect();
+    match texts {
+        Some(texts) => texts.concat().into(),
+        None => content.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,82 @@
+//! Every API's request becomes OpenAI-shaped messages.
+
+use serde_json::json;
+
+use super::*;
+
+#[test]
+fn chat_requests_keep_their_messages_and_name_their_session() {
+    let body = json!({
+        "model": "gpt-4o", "stream": true, "user": "alice",
+        "metadata": {"session_id": "chat-9"},
+        "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}]
+    });
+    let request = parse(Api::ChatCompletions, body.to_string().as_bytes()).unwrap();
+    assert_eq!(request.model.as_deref(), Some("gpt-4o"));
+    assert!(request.stream);
+    assert_eq!(request.messages.len(), 2);
+    assert_eq!(request.metadata_session.as_deref(), Some("chat-9"));
+    assert_eq!(request.user.as_deref(), Some("alice"));
+}
+
+#[test]
+fn responses_input_items_become_messages() {
+    let body = json!({
+        "model": "gpt-5", "instructions": "be kind",
+        "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "weather in "}, {"type": "input_text", "text": "Paris?"}]},
+            {"type": "function_call", "call_id": "c1", "name": "weather", "arguments": "{\"city\":\"Paris\"}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+            {"type": "reasoning", "id": "rs_1", "summary": []}
+        ]
+    });
+    let request = parse(Api::Responses, body.to_string().as_bytes()).unwrap();
+    assert_eq!(request.system, vec![json!({"role": "system", "content": "be kind"})]);
+    assert_eq!(request.messages[0], json!({"role": "user", "content": "weather in Paris?"}));
+    assert_eq!(request.messages[1]["tool_calls"][0]["function"]["name"], "weather");
+    assert_eq!(request.messages[2], json!({"role": "tool", "tool_call_id": "c1", "content": "sunny"}));
+    assert_eq!(request.messages.len(), 3, "reasoning items are not conversation");
+
+    let plain = parse(Api::Responses, br#"{"model":"m","input":"hello"}"#).unwrap();
+    assert_eq!(plain.messages, vec![json!({"role": "user", "content": "hello"})]);
+}
+
+#[test]
+fn anthropic_blocks_become_openai_messages() {
+    let body = json!({
+        "model": "claude", "system": "terse",
+        "messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": [
+                {"type": "text", "text": "Checking."},
+                {"type": "tool_use", "id": "tu1", "name": "weather", "input": {"city": "Oslo"}}
+            ]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu1", "content": "snow"}]}
+        ]
+    });
+    let request = parse(Api::AnthropicMessages, body.to_string().as_bytes()).unwrap();
+    assert_eq!(request.system, vec![json!({"role": "system", "content": "terse"})]);
+    assert_eq!(request.messages[0], json!({"role": "user", "content": "weather?"}));
+    assert_eq!(request.messages[1]["content"], "Checking.");
+    assert_eq!(request.messages[1]["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Oslo\"}");
+    assert_eq!(request.messages[2], json!({"role": "tool", "tool_call_id": "tu1", "content": "snow"}));
+}
+
+#[test]
+fn legacy_prompts_and_gemini_contents_become_messages() {
+    let completion = parse(Api::Completions, br#"{"model":"m","prompt":"Once upon"}"#).unwrap();
+    assert_eq!(completion.messages, vec![json!({"role": "user", "content": "Once upon"})]);
+    let gemini = parse(
+        Api::Gemini,
+        br#"{"contents":[{"role":"user","parts":[{"text":"hi"}]},{"role":"model","parts":[{"text":"yo"}]}]}"#,
+    )
+    .unwrap();
+    assert_eq!(gemini.messages[1], json!({"role": "assistant", "content": "yo"}));
+}
+
+#[test]
+fn what_cannot_be_recorded_says_why() {
+    assert_eq!(parse(Api::ChatCompletions, b"{not json").unwrap_err().reason(), "invalid_json");
+    assert_eq!(parse(Api::ChatCompletions, b"[1]").unwrap_err().reason(), "not_an_object");
+    assert_eq!(parse(Api::ChatCompletions, b"{\"model\":\"m\"}").unwrap_err().reason(), "no_conversation");
+}

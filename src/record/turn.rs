@@ -1,0 +1,188 @@
+//! History de-duplication and the stored message shape.
+//!
+//! A chat request carries the whole conversation every turn; history keeps
+//! each message once. What is new in a request: its system/developer
+//! messages when the session is new, then every message after the request's
+//! last assistant message. The reply is appended after them.
+
+use std::time::SystemTime;
+
+use serde_json::{Value, json};
+
+use super::{Reply, TurnRequest};
+use crate::store::{Turn, UsageTotals};
+
+/// How the response that produced a reply ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyContext {
+    /// False when the reply was cut short (upstream failure, cancel, a
+    /// recording that could not keep up).
+    pub complete: bool,
+    pub stream_id: Option<String>,
+}
+
+/// The messages of `request` that history does not have yet.
+pub fn new_messages(request: &TurnRequest, session_is_new: bool) -> Vec<Value> {
+    let messages = &request.messages;
+    let after_last_assistant = messages.iter().rposition(|m| role(m) == "assistant").map_or(0, |i| i + 1);
+    let mut out = Vec::new();
+    if session_is_new {
+        out.extend(request.system.iter().cloned());
+        out.extend(
+            messages[..after_last_assistant]
+                .iter()
+                .filter(|m| matches!(role(m), "system" | "developer"))
+                .cloned(),
+        );
+    }
+    out.extend(messages[after_last_assistant..].iter().cloned());
+    out
+}
+
+/// The turn to append: the new request messages and the reply, each with
+/// its model and timestamp.
+pub fn build(request: &TurnRequest, reply: Option<&Reply>, session_is_new: bool, context: &ReplyContext, now: SystemTime) -> Turn {
+    let timestamp = humantime::format_rfc3339_micros(now).to_string();
+    let model = reply
+        .and_then(|r| r.model.clone())
+        .or_else(|| request.model.clone());
+    let stamp = |mut message: Value| {
+        if let Value::Object(obj) = &mut message {
+            obj.insert("model".into(), model.clone().into());
+            obj.insert("timestamp".into(), timestamp.clone().into());
+        }
+        message
+    };
+    let mut messages: Vec<Value> = new_messages(request, session_is_new).into_iter().map(stamp).collect();
+    let mut usage = UsageTotals::default();
+    if let Some(reply) = reply {
+        usage = usage_totals(reply.usage.as_ref());
+        let mut message = stamp(reply.to_message());
+        let obj = message.as_object_mut().expect("to_message is an object");
+        for (key, value) in [
+            ("finish_reason", reply.finish_reason().map(Value::from)),
+            ("usage", reply.usage.clone()),
+            ("error", reply.error.clone()),
+            ("stream_id", context.stream_id.clone().map(Value::from)),
+        ] {
+            if let Some(value) = value.filter(|v| !v.is_null()) {
+                obj.insert(key.into(), value);
+            }
+        }
+        obj.insert("api".into(), reply.api.as_str().into());
+        obj.insert("complete".into(), json!(context.complete));
+        messages.push(message);
+    }
+    Turn {
+        messages,
+        usage,
+        model,
+        at_ms: now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default(),
+    }
+}
+
+/// Token counts from a provider's own usage object, whatever it calls them:
+/// `prompt_tokens`/`completion_tokens` (Chat), `input_tokens`/`output_tokens`
+/// (Responses, Anthropic), `promptTokenCount`/`candidatesTokenCount` (Gemini).
+pub fn usage_totals(usage: Option<&Value>) -> UsageTotals {
+    let Some(usage) = usage else {
+        return UsageTotals::default();
+    };
+    let first = |keys: &[&str]| keys.iter().find_map(|k| usage.get(*k).and_then(Value::as_u64));
+    let prompt = first(&["prompt_tokens", "input_tokens", "promptTokenCount"]).unwrap_or(0);
+    let completion = first(&["completion_tokens", "output_tokens", "candidatesTokenCount"]).unwrap_or(0);
+    let total = first(&["total_tokens", "totalTokenCount"]).unwrap_or(prompt + completion);
+    UsageTotals {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: total,
+    }
+}
+
+fn role(message: &Value) -> &str {
+    message.get("role").and_then(Value::as_str).unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Api;
+
+    fn chat(messages: Value) -> TurnRequest {
+        TurnRequest {
+            api: Api::ChatCompletions,
+            model: Some("m".into()),
+            stream: true,
+            system: vec![],
+            messages: messages.as_array().unwrap().clone(),
+            metadata_session: None,
+            user: None,
+        }
+    }
+
+    #[test]
+    fn the_first_turn_keeps_everything() {
+        let request = chat(json!([{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]));
+        assert_eq!(new_messages(&request, true), request.messages);
+    }
+
+    #[test]
+    fn later_turns_keep_only_what_follows_the_last_assistant_message() {
+        let request = chat(json!([
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": "how are you?"}
+        ]));
+        assert_eq!(new_messages(&request, false), vec![json!({"role": "user", "content": "how are you?"})]);
+        assert_eq!(
+            new_messages(&request, true),
+            vec![json!({"role": "system", "content": "be brief"}), json!({"role": "user", "content": "how are you?"})],
+            "a new session also keeps the system message"
+        );
+    }
+
+    #[test]
+    fn tool_results_after_a_tool_call_are_new() {
+        let request = chat(json!([
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "sunny"}
+        ]));
+        assert_eq!(new_messages(&request, false), vec![json!({"role": "tool", "tool_call_id": "c1", "content": "sunny"})]);
+    }
+
+    #[test]
+    fn a_ten_turn_conversation_is_stored_once() {
+        let mut conversation = vec![json!({"role": "system", "content": "sys"})];
+        let mut stored = Vec::new();
+        for turn in 0..10 {
+            conversation.push(json!({"role": "user", "content": format!("q{turn}")}));
+            let request = chat(Value::Array(conversation.clone()));
+            stored.extend(new_messages(&request, turn == 0));
+            let answer = json!({"role": "assistant", "content": format!("a{turn}")});
+            stored.push(answer.clone());
+            conversation.push(answer);
+        }
+        assert_eq!(stored.len(), 21, "20 messages plus the system message once");
+        assert_eq!(stored, conversation);
+    }
+
+    #[test]
+    fn usage_is_normalised_across_providers() {
+        let chat = json!({"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7});
+        let anthropic = json!({"input_tokens": 3, "output_tokens": 4});
+        let gemini = json!({"promptTokenCount": 3, "candidatesTokenCount": 4, "totalTokenCount": 7});
+        for usage in [chat, anthropic, gemini] {
+            assert_eq!(
+                usage_totals(Some(&usage)),
+                UsageTotals { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 },
+                "{usage}"
+            );
+        }
+        assert_eq!(usage_totals(None), UsageTotals::default());
+    }
+}
