@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
+use crate::metrics::Metrics;
 use crate::proxy::{ClientError, Proxy};
 use crate::store::{self, Store, StoreError};
 
@@ -13,6 +14,7 @@ pub struct App {
     pub settings: Settings,
     pub proxy: Proxy,
     pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
     /// Background work (recording, checkpoints) that shutdown waits for.
     pub tracker: TaskTracker,
 }
@@ -37,6 +39,7 @@ impl App {
             settings,
             proxy,
             store,
+            metrics: Arc::new(Metrics::new()),
             tracker: TaskTracker::new(),
         }))
     }

@@ -200,7 +200,10 @@ impl RawSettings {
             auth: self.auth.validate()?,
             record: RecordSettings {
                 enabled: self.record.enabled,
-                max_response_bytes: positive("record.max_response_bytes", self.record.max_response_bytes)? as usize,
+                max_response_bytes: positive(
+                    "record.max_response_bytes",
+                    self.record.max_response_bytes,
+                )? as usize,
             },
             streams: self.streams.validate()?,
             api_prefix: validate_prefix(&self.api.prefix)?,
@@ -294,7 +297,10 @@ impl raw::Auth {
             }
         };
         if !self.admin_token.is_empty() && self.admin_token.len() < 16 {
-            return Err(ConfigError::invalid("auth.admin_token", "must be at least 16 characters"));
+            return Err(ConfigError::invalid(
+                "auth.admin_token",
+                "must be at least 16 characters",
+            ));
         }
         Ok(AuthSettings {
             tenancy,
@@ -317,7 +323,10 @@ impl raw::Streams {
         };
         Ok(StreamSettings {
             on_disconnect,
-            max_duration: Duration::from_secs(positive("streams.max_duration_secs", self.max_duration_secs)?),
+            max_duration: Duration::from_secs(positive(
+                "streams.max_duration_secs",
+                self.max_duration_secs,
+            )?),
         })
     }
 }

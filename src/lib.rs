@@ -5,7 +5,11 @@
 //! - [`server`]: the listener, graceful shutdown, and the one dispatch between
 //!   tether's own routes and the proxy.
 //! - [`proxy`]: forwarding to the upstream: client, header rules, body limits, errors.
-//! - [`api`]: tether's own routes (health for now).
+//! - [`capture`]: requests on recorded paths: read, forward, tee into a recorder.
+//! - [`stream`]: the tee on a recorded response body.
+//! - [`api`]: tether's own routes: health, sessions, history, metrics.
+//! - [`tenant`]: tenants derived from credentials; who may see what.
+//! - [`metrics`]: Prometheus counters for what is recorded and what is dropped.
 //! - [`store`]: the `Store` trait and its Redis and in-memory implementations.
 //! - [`record`]: SSE parsing, content decoding and the per-API assemblers
 //!   that rebuild an assistant reply from a stream.
@@ -17,11 +21,14 @@ pub mod access_log;
 pub mod api;
 pub mod app;
 pub mod body;
+pub mod capture;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod proxy;
 pub mod record;
 pub mod server;
 pub mod session;
-pub mod tenant;
 pub mod store;
+pub mod stream;
+pub mod tenant;

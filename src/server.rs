@@ -23,7 +23,9 @@ use tokio::sync::Semaphore;
 use crate::access_log::{AccessLog, LoggedBody};
 use crate::app::App;
 use crate::body::Body;
+use crate::capture;
 use crate::proxy::{ProxyError, UpstreamTiming};
+use crate::record::Api;
 use crate::session::{SessionId, split_session_prefix};
 
 /// Serves connections from `listener` until `shutdown` completes, then stops
@@ -153,7 +155,18 @@ async fn dispatch(
         let route = route.to_owned();
         return Ok(crate::api::handle(app, req, &route).await);
     }
+    if let Some(api) = recorded_api(app, &req, &rest) {
+        return capture::handle(app, req, api, &rest, session, client_ip).await;
+    }
     app.proxy.forward(req, &rest, client_ip).await
+}
+
+/// The API of a request tether records, if it is one.
+fn recorded_api(app: &App, req: &Request<Incoming>, path: &str) -> Option<Api> {
+    let record = app.settings.record.enabled
+        && req.method() == http::Method::POST
+        && !capture::recording_declined(req.headers());
+    record.then(|| Api::from_path(path)).flatten()
 }
 
 /// The part of `path` after the own prefix, if `path` is under it.

@@ -48,6 +48,23 @@ impl SessionId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A new random id, for a request that names no session.
+    pub fn generate() -> SessionId {
+        SessionId(uuid::Uuid::new_v4().to_string())
+    }
+
+    /// The session of a body's `user` field: the field itself when it is a
+    /// valid id, else a stable id derived from it (`user-` and 32 hex digits),
+    /// so `"alice@example.com"` still gets one session of its own.
+    pub fn from_user(user: &str) -> SessionId {
+        SessionId::parse(user).unwrap_or_else(|_| {
+            use sha2::{Digest, Sha256};
+            let digest = Sha256::digest(user.as_bytes());
+            let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+            SessionId(format!("user-{hex}"))
+        })
+    }
 }
 
 impl fmt::Display for SessionId {
@@ -100,6 +117,18 @@ mod tests {
             SessionId::parse(&"x".repeat(129)),
             Err(InvalidSessionId::TooLong)
         );
+    }
+
+    #[test]
+    fn users_that_are_not_ids_get_a_stable_derived_one() {
+        assert_eq!(SessionId::from_user("alice").as_str(), "alice");
+        let derived = SessionId::from_user("alice@example.com");
+        assert!(
+            derived.as_str().starts_with("user-") && derived.as_str().len() == 37,
+            "{derived}"
+        );
+        assert_eq!(derived, SessionId::from_user("alice@example.com"));
+        assert!(SessionId::parse(SessionId::generate().as_str()).is_ok());
     }
 
     #[test]

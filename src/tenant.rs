@@ -53,15 +53,27 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The credential a request carries: `Authorization: Bearer ...`, else `x-api-key`.
+/// The credential a request carries: `Authorization: Bearer ...`, else
+/// `x-api-key` (Anthropic), else `x-goog-api-key` (Gemini).
 pub fn credential(headers: &HeaderMap) -> Option<&str> {
     let bearer = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
-    let api_key = || headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim);
-    bearer.or_else(api_key).filter(|c| !c.is_empty())
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    bearer
+        .or_else(|| header("x-api-key"))
+        .or_else(|| header("x-goog-api-key"))
+        .filter(|c| !c.is_empty())
 }
 
 /// Compares a presented secret with the expected one in time that does not
@@ -94,7 +106,11 @@ mod tests {
         headers.insert("x-api-key", "anthropic-key".parse().unwrap());
         assert_eq!(credential(&headers), Some("anthropic-key"));
         headers.insert("authorization", "Bearer openai-key".parse().unwrap());
-        assert_eq!(credential(&headers), Some("openai-key"), "Authorization wins");
+        assert_eq!(
+            credential(&headers),
+            Some("openai-key"),
+            "Authorization wins"
+        );
     }
 
     #[test]

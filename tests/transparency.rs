@@ -93,6 +93,10 @@ async fn the_same_bytes_and_headers_with_and_without_tether() {
         "body through tether equals the direct body"
     );
     assert_eq!(proxied_headers.remove("x-accel-buffering").unwrap(), "no");
+    assert!(
+        proxied_headers.remove("x-session-id").is_some(),
+        "recorded responses name their session"
+    );
     assert_eq!(
         proxied_headers, direct_headers,
         "no header added or lost but the documented ones"
@@ -300,7 +304,12 @@ async fn tethers_own_prefix_is_never_forwarded() {
         "/tether",
         "/s/chat-1/tether/healthz",
     ] {
-        let response = client().get(tether.url(path)).send().await.unwrap();
+        let response = client()
+            .get(tether.url(path))
+            .bearer_auth("sk-any")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 404, "{path}");
         let body: serde_json::Value = response.json().await.unwrap();
         assert!(
@@ -308,6 +317,8 @@ async fn tethers_own_prefix_is_never_forwarded() {
             "{path}: OpenAI-shaped error, got {body}"
         );
     }
+    let anonymous = client().get(tether.url("/tether/sessions")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401, "own routes need a credential");
     assert!(
         mock.requests().is_empty(),
         "nothing under /tether reached the upstream"

@@ -1,52 +1,199 @@
 //! tether's own routes, under the configurable prefix (default `/tether`).
-//! One dispatch on (method, path); everything unknown is an OpenAI-shaped 404.
+//! One dispatch on (method, path segments); `handle` renders errors,
+//! `route` returns them. Probes need no credential; every other route does.
 
+mod error;
+mod export;
 mod health;
+mod history;
+mod sessions;
 
-use http::{Method, Request, Response, StatusCode};
+use std::collections::HashMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
+pub use error::ApiError;
+
 use crate::app::App;
-use crate::body::Body;
-use crate::error::error_response;
+use crate::body::{self, Body};
+use crate::config::Tenancy;
+use crate::session::SessionId;
+use crate::store::Scope;
+use crate::tenant::{self, Tenant};
 
 /// Answers a request whose path was under the own prefix; `route` is the rest
-/// of the path after the prefix (`/healthz`, `/readyz`, ...).
+/// of the path after the prefix (`/healthz`, `/history/chat-1`, ...).
 pub async fn handle(app: &App, req: Request<Incoming>, route: &str) -> Response<Body> {
-    let segments: Vec<&str> = route.split('/').filter(|s| !s.is_empty()).collect();
-    match (req.method(), segments.as_slice()) {
-        (&Method::GET, ["healthz"]) => health::healthz(),
-        (&Method::GET, ["readyz"]) => health::readyz(app).await,
-        (_, ["healthz"] | ["readyz"]) => method_not_allowed(),
-        _ => not_found(route),
+    match dispatch(app, &req, route).await {
+        Ok(response) => response,
+        Err(error) => {
+            if error.status().is_server_error() {
+                tracing::warn!(route, %error, detail = ?error, "own route failed");
+            }
+            error.to_response()
+        }
     }
 }
 
-fn not_found(route: &str) -> Response<Body> {
-    error_response(
-        StatusCode::NOT_FOUND,
-        "invalid_request_error",
-        "not_found",
-        &format!("no tether route at {route:?}"),
-    )
+async fn dispatch(
+    app: &App,
+    req: &Request<Incoming>,
+    route: &str,
+) -> Result<Response<Body>, ApiError> {
+    let segments: Vec<&str> = route.split('/').filter(|s| !s.is_empty()).collect();
+    let method = req.method();
+    match segments.as_slice() {
+        ["healthz"] if method == Method::GET => return Ok(health::healthz()),
+        ["readyz"] if method == Method::GET => return Ok(health::readyz(app).await),
+        ["healthz" | "readyz"] => return Err(ApiError::MethodNotAllowed),
+        _ => {}
+    }
+    let caller = authorize(app, req)?;
+    let query = Query::parse(req.uri().query());
+    match (method, segments.as_slice()) {
+        (&Method::GET, ["metrics"]) => Ok(text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            app.metrics.encode(),
+        )),
+        (&Method::GET, ["sessions"]) => sessions::list(app, &caller, &query).await,
+        (&Method::GET, ["sessions", id]) => sessions::info(app, &caller, id, &query).await,
+        (&Method::GET, ["history", id]) => history::read(app, &caller, id, &query).await,
+        (&Method::DELETE, ["history", id]) => history::delete(app, &caller, id, &query).await,
+        (&Method::GET, ["history", id, "export"]) => export::export(app, &caller, id, &query).await,
+        (
+            _,
+            ["metrics"]
+            | ["sessions"]
+            | ["sessions", _]
+            | ["history", _]
+            | ["history", _, "export"],
+        ) => Err(ApiError::MethodNotAllowed),
+        _ => Err(ApiError::NotFound(format!("route {route:?}"))),
+    }
 }
 
-fn method_not_allowed() -> Response<Body> {
-    error_response(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "invalid_request_error",
-        "method_not_allowed",
-        "method not allowed on this route",
-    )
+/// Who is asking: one tenant, or the admin token that sees them all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Tenant(Tenant),
+    Admin,
+}
+
+impl Caller {
+    pub fn scope(&self) -> Scope {
+        match self {
+            Caller::Tenant(t) => Scope::Tenant(t.clone()),
+            Caller::Admin => Scope::All,
+        }
+    }
+}
+
+/// The admin token, else the tenant of the credential. Under `auth.tenancy =
+/// "none"` the routes are open unless an admin token is set.
+fn authorize(app: &App, req: &Request<Incoming>) -> Result<Caller, ApiError> {
+    let auth = &app.settings.auth;
+    let credential = tenant::credential(req.headers());
+    if let (Some(expected), Some(presented)) = (&auth.admin_token, credential)
+        && tenant::secret_matches(presented, expected)
+    {
+        return Ok(Caller::Admin);
+    }
+    match auth.tenancy {
+        Tenancy::ApiKey => credential
+            .map(|c| Caller::Tenant(Tenant::from_credential(c)))
+            .ok_or(ApiError::Unauthorized),
+        Tenancy::None if auth.admin_token.is_some() => Err(ApiError::Unauthorized),
+        Tenancy::None => Ok(Caller::Tenant(Tenant::shared())),
+    }
+}
+
+/// The tenant whose session `id` the caller means. A tenant means its own;
+/// the admin names one with `?tenant=`, or tether finds the only one.
+async fn owner(
+    app: &App,
+    caller: &Caller,
+    id: &SessionId,
+    query: &Query,
+) -> Result<Tenant, ApiError> {
+    match caller {
+        Caller::Tenant(t) => Ok(t.clone()),
+        Caller::Admin => {
+            if let Some(raw) = query.get("tenant") {
+                return Tenant::parse(raw).ok_or_else(|| {
+                    ApiError::BadRequest(format!("tenant {raw:?} is not a tenant id"))
+                });
+            }
+            let mut tenants = app.store.tenants_of(id).await?;
+            match tenants.len() {
+                0 => Err(ApiError::NotFound(format!("session {id}"))),
+                1 => Ok(tenants.remove(0)),
+                _ => Err(ApiError::AmbiguousSession(id.to_string())),
+            }
+        }
+    }
+}
+
+/// Decoded query parameters; the last value of a repeated name wins.
+pub struct Query(HashMap<String, String>);
+
+impl Query {
+    fn parse(raw: Option<&str>) -> Query {
+        Query(
+            url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// A whole number in `1..=max`, `default` when absent.
+    fn limit(&self, default: usize, max: usize) -> Result<usize, ApiError> {
+        match self.get("limit") {
+            None => Ok(default),
+            Some(raw) => raw
+                .parse()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "limit must be a whole number from 1 to {max}, got {raw:?}"
+                    ))
+                }),
+        }
+    }
+
+    /// An opaque cursor from an earlier page (a position), 0 when absent.
+    fn cursor(&self) -> Result<usize, ApiError> {
+        match self.get("cursor") {
+            None => Ok(0),
+            Some(raw) => raw.parse().map_err(|_| {
+                ApiError::BadRequest(format!("cursor {raw:?} did not come from this API"))
+            }),
+        }
+    }
+}
+
+/// RFC 3339 with microseconds, as the history shapes use.
+fn timestamp(ms: u64) -> String {
+    humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 /// A JSON response with the given status.
 fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(crate::body::full(value.to_string()));
+    text(status, "application/json", value.to_string())
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut response = Response::new(body::full(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }

@@ -18,6 +18,8 @@ pub enum ProxyError {
     PayloadTooLarge { limit: u64 },
     #[error("this path is reserved for tether's own routes")]
     ReservedPath,
+    #[error("could not read the request body: {0}")]
+    ClientBody(String),
 
     // The upstream's fault.
     #[error("could not connect to the upstream: {0}")]
@@ -40,6 +42,7 @@ impl ProxyError {
             ProxyError::InvalidSession(_) => StatusCode::BAD_REQUEST,
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ReservedPath => StatusCode::NOT_FOUND,
+            ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::Unreachable(_) | ProxyError::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout(_) | ProxyError::HeaderTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
@@ -54,6 +57,7 @@ impl ProxyError {
             ProxyError::InvalidSession(_) => "invalid_session_id",
             ProxyError::PayloadTooLarge { .. } => "request_too_large",
             ProxyError::ReservedPath => "not_found",
+            ProxyError::ClientBody(_) => "invalid_body",
             ProxyError::Unreachable(_) => "upstream_unreachable",
             ProxyError::ConnectTimeout(_) => "upstream_connect_timeout",
             ProxyError::HeaderTimeout(_) => "upstream_timeout",

@@ -11,6 +11,7 @@ use std::error::Error as StdError;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{Extensions, Request, Response, Uri, Version, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -47,24 +48,65 @@ impl Proxy {
     }
 
     /// Forwards `req` to the upstream at `path` (the client's path with any
-    /// session prefix already removed), keeping the query string.
+    /// session prefix already removed), keeping the query string. The body
+    /// streams through the size limit.
     pub async fn forward(
         &self,
         req: Request<Incoming>,
         path: &str,
         client_ip: IpAddr,
     ) -> Result<Response<Body>, ProxyError> {
-        let (mut parts, body) = req.into_parts();
-        let limit = self.max_request_bytes;
-        if content_length(&parts.headers).is_some_and(|len| len > limit) {
-            return Err(ProxyError::PayloadTooLarge { limit });
+        let (parts, body) = req.into_parts();
+        self.check_announced_length(&parts.headers)?;
+        // A body without Content-Length is counted as it streams.
+        let body = Limited::new(body, self.max_request_bytes as usize).boxed();
+        let response = self.send(parts, body, path, client_ip).await?;
+        Ok(response.map(BodyExt::boxed))
+    }
+
+    /// Reads a request body whole, up to `server.max_request_bytes`, for the
+    /// recorded paths whose body must be parsed before it is forwarded.
+    pub async fn read_body(
+        &self,
+        headers: &http::HeaderMap,
+        body: Incoming,
+    ) -> Result<Bytes, ProxyError> {
+        self.check_announced_length(headers)?;
+        match Limited::new(body, self.max_request_bytes as usize)
+            .collect()
+            .await
+        {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                Err(ProxyError::PayloadTooLarge {
+                    limit: self.max_request_bytes,
+                })
+            }
+            Err(e) => Err(ProxyError::ClientBody(e.to_string())),
         }
+    }
+
+    fn check_announced_length(&self, headers: &http::HeaderMap) -> Result<(), ProxyError> {
+        let limit = self.max_request_bytes;
+        match content_length(headers) {
+            Some(len) if len > limit => Err(ProxyError::PayloadTooLarge { limit }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends a request to the upstream and returns its response with the
+    /// header rules applied and the body still streaming.
+    pub async fn send(
+        &self,
+        mut parts: http::request::Parts,
+        body: Body,
+        path: &str,
+        client_ip: IpAddr,
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
         parts.uri = self.upstream_uri(path, parts.uri.query())?;
         parts.version = Version::HTTP_11;
         parts.extensions = Extensions::new();
         headers::to_upstream(&mut parts.headers, client_ip);
-        // A body without Content-Length is counted as it streams.
-        let body = Limited::new(body, limit as usize).boxed();
         let upstream_req = Request::from_parts(parts, body);
 
         let started = Instant::now();
@@ -83,7 +125,7 @@ impl Proxy {
         parts.extensions = Extensions::new();
         parts.extensions.insert(UpstreamTiming(upstream_time));
         let body = UpstreamBody::new(body, self.settings.idle_timeout);
-        Ok(Response::from_parts(parts, body.boxed()))
+        Ok(Response::from_parts(parts, body))
     }
 
     fn upstream_uri(&self, path: &str, query: Option<&str>) -> Result<Uri, ProxyError> {

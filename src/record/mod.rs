@@ -1,15 +1,18 @@
 //! Recording side of the proxy: turns a response body (compressed or not,
 //! streamed or not) into the assembled assistant reply. Everything here is
-//! pure and incremental: bytes in, events and replies out, no I/O.
+//! pure and incremental (bytes in, events and replies out, no I/O) except
+//! the recorder, the one task that writes what they produce to the store.
 //!
 //! - [`decode`]: Content-Encoding decoder with an output cap.
 //! - [`sse`]: SSE parser that reports each event's byte range.
 //! - [`assemble`]: per-API folds from events (or a JSON body) to a [`Reply`].
 //! - [`request`]: a recorded request's model, session hints and conversation.
+//! - [`recorder`]: the task beside a recorded response that stores its turn.
 //! - [`turn`]: history de-duplication and the stored message shape.
 
 pub mod assemble;
 pub mod decode;
+pub mod recorder;
 pub mod request;
 pub mod sse;
 pub mod turn;

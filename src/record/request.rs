@@ -46,7 +46,8 @@ impl RequestError {
 }
 
 pub fn parse(api: Api, body: &[u8]) -> Result<TurnRequest, RequestError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| RequestError::NotJson(e.to_string()))?;
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| RequestError::NotJson(e.to_string()))?;
     let Value::Object(obj) = value else {
         return Err(RequestError::NotAnObject);
     };
@@ -86,7 +87,10 @@ fn completion_prompt(obj: &Map<String, Value>) -> Result<Vec<Value>, RequestErro
         Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
         _ => return Err(RequestError::NoConversation("prompt is not text")),
     };
-    Ok(prompts.into_iter().map(|p| json!({"role": "user", "content": p})).collect())
+    Ok(prompts
+        .into_iter()
+        .map(|p| json!({"role": "user", "content": p}))
+        .collect())
 }
 
 /// Responses API: `instructions` and `input` (a string or a list of items).
@@ -105,7 +109,10 @@ fn responses_input(obj: &Map<String, Value>) -> Result<(Vec<Value>, Vec<Value>),
 }
 
 fn responses_item(item: &Value) -> Option<Value> {
-    let kind = item.get("type").and_then(Value::as_str).unwrap_or("message");
+    let kind = item
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("message");
     match kind {
         "message" => Some(json!({
             "role": item.get("role").and_then(Value::as_str).unwrap_or("user"),
@@ -134,7 +141,9 @@ fn responses_item(item: &Value) -> Option<Value> {
 /// Anthropic Messages: `system` plus `messages` whose content may be blocks.
 fn anthropic_messages(obj: &Map<String, Value>) -> Result<(Vec<Value>, Vec<Value>), RequestError> {
     let system = match obj.get("system") {
-        Some(s @ (Value::String(_) | Value::Array(_))) => vec![json!({"role": "system", "content": flatten_text(s)})],
+        Some(s @ (Value::String(_) | Value::Array(_))) => {
+            vec![json!({"role": "system", "content": flatten_text(s)})]
+        }
         _ => Vec::new(),
     };
     let raw = obj
@@ -143,7 +152,10 @@ fn anthropic_messages(obj: &Map<String, Value>) -> Result<(Vec<Value>, Vec<Value
         .ok_or(RequestError::NoConversation("messages is not an array"))?;
     let mut messages = Vec::new();
     for message in raw {
-        let role = message.get("role").and_then(Value::as_str).unwrap_or("user");
+        let role = message
+            .get("role")
+            .and_then(Value::as_str)
+            .unwrap_or("user");
         let Some(Value::Array(blocks)) = message.get("content") else {
             messages.push(json!({"role": role, "content": message.get("content").cloned().unwrap_or(Value::Null)}));
             continue;
@@ -162,8 +174,13 @@ fn anthropic_messages(obj: &Map<String, Value>) -> Result<(Vec<Value>, Vec<Value
             })
             .collect();
         for result in blocks.iter().filter(|b| b["type"] == "tool_result") {
-            let content = result.get("content").map(flatten_text).unwrap_or(Value::Null);
-            messages.push(json!({"role": "tool", "tool_call_id": result["tool_use_id"], "content": content}));
+            let content = result
+                .get("content")
+                .map(flatten_text)
+                .unwrap_or(Value::Null);
+            messages.push(
+                json!({"role": "tool", "tool_call_id": result["tool_use_id"], "content": content}),
+            );
         }
         if !text.is_empty() || !calls.is_empty() {
             let mut m = json!({"role": role, "content": if text.is_empty() { Value::Null } else { text.concat().into() }});

@@ -24,7 +24,10 @@ pub struct ReplyContext {
 /// The messages of `request` that history does not have yet.
 pub fn new_messages(request: &TurnRequest, session_is_new: bool) -> Vec<Value> {
     let messages = &request.messages;
-    let after_last_assistant = messages.iter().rposition(|m| role(m) == "assistant").map_or(0, |i| i + 1);
+    let after_last_assistant = messages
+        .iter()
+        .rposition(|m| role(m) == "assistant")
+        .map_or(0, |i| i + 1);
     let mut out = Vec::new();
     if session_is_new {
         out.extend(request.system.iter().cloned());
@@ -41,7 +44,13 @@ pub fn new_messages(request: &TurnRequest, session_is_new: bool) -> Vec<Value> {
 
 /// The turn to append: the new request messages and the reply, each with
 /// its model and timestamp.
-pub fn build(request: &TurnRequest, reply: Option<&Reply>, session_is_new: bool, context: &ReplyContext, now: SystemTime) -> Turn {
+pub fn build(
+    request: &TurnRequest,
+    reply: Option<&Reply>,
+    session_is_new: bool,
+    context: &ReplyContext,
+    now: SystemTime,
+) -> Turn {
     let timestamp = humantime::format_rfc3339_micros(now).to_string();
     let model = reply
         .and_then(|r| r.model.clone())
@@ -53,7 +62,10 @@ pub fn build(request: &TurnRequest, reply: Option<&Reply>, session_is_new: bool,
         }
         message
     };
-    let mut messages: Vec<Value> = new_messages(request, session_is_new).into_iter().map(stamp).collect();
+    let mut messages: Vec<Value> = new_messages(request, session_is_new)
+        .into_iter()
+        .map(stamp)
+        .collect();
     let mut usage = UsageTotals::default();
     if let Some(reply) = reply {
         usage = usage_totals(reply.usage.as_ref());
@@ -91,9 +103,13 @@ pub fn usage_totals(usage: Option<&Value>) -> UsageTotals {
     let Some(usage) = usage else {
         return UsageTotals::default();
     };
-    let first = |keys: &[&str]| keys.iter().find_map(|k| usage.get(*k).and_then(Value::as_u64));
+    let first = |keys: &[&str]| {
+        keys.iter()
+            .find_map(|k| usage.get(*k).and_then(Value::as_u64))
+    };
     let prompt = first(&["prompt_tokens", "input_tokens", "promptTokenCount"]).unwrap_or(0);
-    let completion = first(&["completion_tokens", "output_tokens", "candidatesTokenCount"]).unwrap_or(0);
+    let completion =
+        first(&["completion_tokens", "output_tokens", "candidatesTokenCount"]).unwrap_or(0);
     let total = first(&["total_tokens", "totalTokenCount"]).unwrap_or(prompt + completion);
     UsageTotals {
         prompt_tokens: prompt,
@@ -125,7 +141,9 @@ mod tests {
 
     #[test]
     fn the_first_turn_keeps_everything() {
-        let request = chat(json!([{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]));
+        let request = chat(
+            json!([{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]),
+        );
         assert_eq!(new_messages(&request, true), request.messages);
     }
 
@@ -137,10 +155,16 @@ mod tests {
             {"role": "assistant", "content": "hello"},
             {"role": "user", "content": "how are you?"}
         ]));
-        assert_eq!(new_messages(&request, false), vec![json!({"role": "user", "content": "how are you?"})]);
+        assert_eq!(
+            new_messages(&request, false),
+            vec![json!({"role": "user", "content": "how are you?"})]
+        );
         assert_eq!(
             new_messages(&request, true),
-            vec![json!({"role": "system", "content": "be brief"}), json!({"role": "user", "content": "how are you?"})],
+            vec![
+                json!({"role": "system", "content": "be brief"}),
+                json!({"role": "user", "content": "how are you?"})
+            ],
             "a new session also keeps the system message"
         );
     }
@@ -152,7 +176,10 @@ mod tests {
             {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]},
             {"role": "tool", "tool_call_id": "c1", "content": "sunny"}
         ]));
-        assert_eq!(new_messages(&request, false), vec![json!({"role": "tool", "tool_call_id": "c1", "content": "sunny"})]);
+        assert_eq!(
+            new_messages(&request, false),
+            vec![json!({"role": "tool", "tool_call_id": "c1", "content": "sunny"})]
+        );
     }
 
     #[test]
@@ -175,11 +202,16 @@ mod tests {
     fn usage_is_normalised_across_providers() {
         let chat = json!({"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7});
         let anthropic = json!({"input_tokens": 3, "output_tokens": 4});
-        let gemini = json!({"promptTokenCount": 3, "candidatesTokenCount": 4, "totalTokenCount": 7});
+        let gemini =
+            json!({"promptTokenCount": 3, "candidatesTokenCount": 4, "totalTokenCount": 7});
         for usage in [chat, anthropic, gemini] {
             assert_eq!(
                 usage_totals(Some(&usage)),
-                UsageTotals { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 },
+                UsageTotals {
+                    prompt_tokens: 3,
+                    completion_tokens: 4,
+                    total_tokens: 7
+                },
                 "{usage}"
             );
         }

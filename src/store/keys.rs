@@ -53,6 +53,9 @@ mod tests {
         let meta = Key::SessionMeta(&tenant, &session).to_redis();
         assert_eq!(hash_tag(&messages), hash_tag(&meta));
         assert_eq!(messages, format!("tether:{{s:{tenant}:chat-1}}:messages"));
-        assert_ne!(hash_tag(&messages), hash_tag(&Key::Sessions(&tenant).to_redis()));
+        assert_ne!(
+            hash_tag(&messages),
+            hash_tag(&Key::Sessions(&tenant).to_redis())
+        );
     }
 }

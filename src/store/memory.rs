@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::{
-    MessageRange, Messages, Retention, Scope, SessionEntry, SessionInfo, SessionPage, Store, StoreError, StoreHealth, StoreKind, Turn,
+    MessageRange, Messages, Retention, Scope, SessionEntry, SessionInfo, SessionPage, Store,
+    StoreError, StoreHealth, StoreKind, Turn,
 };
 use crate::session::SessionId;
 use crate::tenant::Tenant;
@@ -43,10 +44,18 @@ impl MemoryStore {
     }
 
     /// Runs `f` on the live session, dropping it first if it has expired.
-    fn with_session<R>(&self, tenant: &Tenant, session: &SessionId, f: impl FnOnce(Option<&mut Session>) -> R) -> R {
+    fn with_session<R>(
+        &self,
+        tenant: &Tenant,
+        session: &SessionId,
+        f: impl FnOnce(Option<&mut Session>) -> R,
+    ) -> R {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let key = (tenant.clone(), session.as_str().to_owned());
-        if sessions.get(&key).is_some_and(|s| s.expires <= Instant::now()) {
+        if sessions
+            .get(&key)
+            .is_some_and(|s| s.expires <= Instant::now())
+        {
             sessions.remove(&key);
         }
         f(sessions.get_mut(&key))
@@ -67,11 +76,20 @@ impl Store for MemoryStore {
         }
     }
 
-    async fn session_exists(&self, tenant: &Tenant, session: &SessionId) -> Result<bool, StoreError> {
+    async fn session_exists(
+        &self,
+        tenant: &Tenant,
+        session: &SessionId,
+    ) -> Result<bool, StoreError> {
         Ok(self.with_session(tenant, session, |s| s.is_some()))
     }
 
-    async fn append_turn(&self, tenant: &Tenant, session: &SessionId, turn: &Turn) -> Result<(), StoreError> {
+    async fn append_turn(
+        &self,
+        tenant: &Tenant,
+        session: &SessionId,
+        turn: &Turn,
+    ) -> Result<(), StoreError> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let key = (tenant.clone(), session.as_str().to_owned());
@@ -102,14 +120,27 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn read_messages(&self, tenant: &Tenant, session: &SessionId, range: MessageRange) -> Result<Option<Messages>, StoreError> {
+    async fn read_messages(
+        &self,
+        tenant: &Tenant,
+        session: &SessionId,
+        range: MessageRange,
+    ) -> Result<Option<Messages>, StoreError> {
         Ok(self.with_session(tenant, session, |s| {
             let all = &s?.messages;
             let total = all.len();
             let (start, end) = match range {
                 MessageRange::All => (0, total),
-                MessageRange::Slice { offset, len, from_end: false } => (offset.min(total), offset.saturating_add(len).min(total)),
-                MessageRange::Slice { offset, len, from_end: true } => {
+                MessageRange::Slice {
+                    offset,
+                    len,
+                    from_end: false,
+                } => (offset.min(total), offset.saturating_add(len).min(total)),
+                MessageRange::Slice {
+                    offset,
+                    len,
+                    from_end: true,
+                } => {
                     let end = total.saturating_sub(offset);
                     (end.saturating_sub(len), end)
                 }
@@ -122,11 +153,20 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn session_info(&self, tenant: &Tenant, session: &SessionId) -> Result<Option<SessionInfo>, StoreError> {
+    async fn session_info(
+        &self,
+        tenant: &Tenant,
+        session: &SessionId,
+    ) -> Result<Option<SessionInfo>, StoreError> {
         Ok(self.with_session(tenant, session, |s| s.map(|s| s.info.clone())))
     }
 
-    async fn list_sessions(&self, scope: &Scope, offset: usize, limit: usize) -> Result<SessionPage, StoreError> {
+    async fn list_sessions(
+        &self,
+        scope: &Scope,
+        offset: usize,
+        limit: usize,
+    ) -> Result<SessionPage, StoreError> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         sessions.retain(|_, s| s.expires > now);
@@ -152,7 +192,11 @@ impl Store for MemoryStore {
         Ok(SessionPage { entries, total })
     }
 
-    async fn delete_session(&self, tenant: &Tenant, session: &SessionId) -> Result<bool, StoreError> {
+    async fn delete_session(
+        &self,
+        tenant: &Tenant,
+        session: &SessionId,
+    ) -> Result<bool, StoreError> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let removed = sessions.remove(&(tenant.clone(), session.as_str().to_owned()));
         Ok(removed.is_some_and(|s| s.expires > Instant::now()))

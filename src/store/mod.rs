@@ -79,7 +79,11 @@ pub enum MessageRange {
     All,
     /// `len` messages after skipping `offset`, counted from the oldest
     /// (`from_end = false`) or the newest (`from_end = true`); oldest first.
-    Slice { offset: usize, len: usize, from_end: bool },
+    Slice {
+        offset: usize,
+        len: usize,
+        from_end: bool,
+    },
 }
 
 /// Messages read back, with the session's total count.
@@ -135,23 +139,50 @@ pub trait Store: Send + Sync + 'static {
     async fn health(&self) -> StoreHealth;
 
     /// True when the session has history (it exists and has not expired).
-    async fn session_exists(&self, tenant: &Tenant, session: &SessionId) -> Result<bool, StoreError>;
+    async fn session_exists(
+        &self,
+        tenant: &Tenant,
+        session: &SessionId,
+    ) -> Result<bool, StoreError>;
 
     /// Appends a turn's messages, updates the session's info and its place in
     /// the session index, and refreshes the history TTL.
-    async fn append_turn(&self, tenant: &Tenant, session: &SessionId, turn: &Turn) -> Result<(), StoreError>;
+    async fn append_turn(
+        &self,
+        tenant: &Tenant,
+        session: &SessionId,
+        turn: &Turn,
+    ) -> Result<(), StoreError>;
 
     /// `None` when the session does not exist.
-    async fn read_messages(&self, tenant: &Tenant, session: &SessionId, range: MessageRange) -> Result<Option<Messages>, StoreError>;
+    async fn read_messages(
+        &self,
+        tenant: &Tenant,
+        session: &SessionId,
+        range: MessageRange,
+    ) -> Result<Option<Messages>, StoreError>;
 
-    async fn session_info(&self, tenant: &Tenant, session: &SessionId) -> Result<Option<SessionInfo>, StoreError>;
+    async fn session_info(
+        &self,
+        tenant: &Tenant,
+        session: &SessionId,
+    ) -> Result<Option<SessionInfo>, StoreError>;
 
     /// Sessions most recently active first, after dropping index entries
     /// whose history has expired.
-    async fn list_sessions(&self, scope: &Scope, offset: usize, limit: usize) -> Result<SessionPage, StoreError>;
+    async fn list_sessions(
+        &self,
+        scope: &Scope,
+        offset: usize,
+        limit: usize,
+    ) -> Result<SessionPage, StoreError>;
 
     /// Deletes the session's history; false when there was none.
-    async fn delete_session(&self, tenant: &Tenant, session: &SessionId) -> Result<bool, StoreError>;
+    async fn delete_session(
+        &self,
+        tenant: &Tenant,
+        session: &SessionId,
+    ) -> Result<bool, StoreError>;
 
     /// The tenants that have a session with this id (for the admin token,
     /// which names sessions without a tenant).
@@ -166,14 +197,19 @@ pub struct Retention {
 
 /// Builds the configured store. A Redis that does not answer yet is not an
 /// error: tether serves anyway and the connection is retried in the background.
-pub async fn connect(settings: &StoreSettings, retention: Retention) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn connect(
+    settings: &StoreSettings,
+    retention: Retention,
+) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match settings {
         StoreSettings::Memory => Arc::new(MemoryStore::new(retention)),
         StoreSettings::Redis {
             url,
             connect_timeout,
             command_timeout,
-        } => Arc::new(RedisStore::connect(url, *connect_timeout, *command_timeout, retention).await?),
+        } => {
+            Arc::new(RedisStore::connect(url, *connect_timeout, *command_timeout, retention).await?)
+        }
     })
 }
 
@@ -195,4 +231,3 @@ pub fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default()
 }
-

@@ -17,8 +17,8 @@ use serde_json::Value;
 
 use super::keys::{Key, all_sessions_member};
 use super::{
-    MessageRange, Messages, Retention, Scope, SessionEntry, SessionInfo, SessionPage, Store, StoreError, StoreHealth, StoreKind, Turn,
-    UsageTotals, now_ms,
+    MessageRange, Messages, Retention, Scope, SessionEntry, SessionInfo, SessionPage, Store,
+    StoreError, StoreHealth, StoreKind, Turn, UsageTotals, now_ms,
 };
 use crate::session::SessionId;
 use crate::tenant::Tenant;
@@ -31,7 +31,12 @@ pub struct RedisStore {
 
 impl RedisStore {
     /// Sets up the connection and pings once; a failed ping is logged, not returned.
-    pub async fn connect(url: &str, connect_timeout: Duration, command_timeout: Duration, retention: Retention) -> Result<Self, StoreError> {
+    pub async fn connect(
+        url: &str,
+        connect_timeout: Duration,
+        command_timeout: Duration,
+        retention: Retention,
+    ) -> Result<Self, StoreError> {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(connect_timeout))
@@ -58,7 +63,10 @@ impl RedisStore {
     }
 
     /// Runs one command or pipeline under the command timeout.
-    async fn timed<T>(&self, fut: impl Future<Output = redis::RedisResult<T>>) -> Result<T, StoreError> {
+    async fn timed<T>(
+        &self,
+        fut: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.command_timeout, fut).await {
             Ok(result) => result.map_err(StoreError::from),
             Err(_) => Err(StoreError::Timeout(self.command_timeout)),
@@ -68,7 +76,9 @@ impl RedisStore {
     async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let cmd = redis::cmd("PING");
-        self.timed(cmd.query_async::<String>(&mut conn)).await.map(drop)
+        self.timed(cmd.query_async::<String>(&mut conn))
+            .await
+            .map(drop)
     }
 
     fn ttl_secs(&self) -> i64 {
@@ -109,13 +119,22 @@ impl Store for RedisStore {
         }
     }
 
-    async fn session_exists(&self, tenant: &Tenant, session: &SessionId) -> Result<bool, StoreError> {
+    async fn session_exists(
+        &self,
+        tenant: &Tenant,
+        session: &SessionId,
+    ) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
         let key = Key::Messages(tenant, session).to_redis();
         self.timed(conn.exists::<_, bool>(key)).await
     }
 
-    async fn append_turn(&self, tenant: &Tenant, session: &SessionId, turn: &Turn) -> Result<(), StoreError> {
+    async fn append_turn(
+        &self,
+        tenant: &Tenant,
+        session: &SessionId,
+        turn: &Turn,
+    ) -> Result<(), StoreError> {
         let messages_key = Key::Messages(tenant, session).to_redis();
         let meta_key = Key::SessionMeta(tenant, session).to_redis();
         let ttl = self.ttl_secs();
@@ -139,14 +158,19 @@ impl Store for RedisStore {
             .ignore();
         if let Some(model) = &turn.model {
             // One field per model keeps the set of models a plain HSET.
-            pipe.hset_nx(&meta_key, format!("model:{model}"), turn.at_ms).ignore();
+            pipe.hset_nx(&meta_key, format!("model:{model}"), turn.at_ms)
+                .ignore();
         }
         pipe.expire(&meta_key, ttl).ignore();
         let mut conn = self.conn.clone();
         self.timed(pipe.query_async::<()>(&mut conn)).await?;
 
-        self.touch_index(&Key::Sessions(tenant).to_redis(), session.as_str(), turn.at_ms)
-            .await?;
+        self.touch_index(
+            &Key::Sessions(tenant).to_redis(),
+            session.as_str(),
+            turn.at_ms,
+        )
+        .await?;
         self.touch_index(
             &Key::AllSessions.to_redis(),
             &all_sessions_member(tenant, session.as_str()),
@@ -155,13 +179,26 @@ impl Store for RedisStore {
         .await
     }
 
-    async fn read_messages(&self, tenant: &Tenant, session: &SessionId, range: MessageRange) -> Result<Option<Messages>, StoreError> {
+    async fn read_messages(
+        &self,
+        tenant: &Tenant,
+        session: &SessionId,
+        range: MessageRange,
+    ) -> Result<Option<Messages>, StoreError> {
         let key = Key::Messages(tenant, session).to_redis();
         let (start, stop): (isize, isize) = match range {
             MessageRange::All => (0, -1),
             MessageRange::Slice { len: 0, .. } => (1, 0),
-            MessageRange::Slice { offset, len, from_end: false } => (offset as isize, (offset + len) as isize - 1),
-            MessageRange::Slice { offset, len, from_end: true } => (-((offset + len) as isize), -(offset as isize) - 1),
+            MessageRange::Slice {
+                offset,
+                len,
+                from_end: false,
+            } => (offset as isize, (offset + len) as isize - 1),
+            MessageRange::Slice {
+                offset,
+                len,
+                from_end: true,
+            } => (-((offset + len) as isize), -(offset as isize) - 1),
         };
         let mut pipe = redis::pipe();
         pipe.llen(&key).lrange(&key, start, stop);
@@ -171,13 +208,19 @@ impl Store for RedisStore {
             return Ok(None);
         }
         let first_index = match range {
-            MessageRange::Slice { offset, from_end: true, .. } => total.saturating_sub(offset).saturating_sub(raw.len()),
+            MessageRange::Slice {
+                offset,
+                from_end: true,
+                ..
+            } => total.saturating_sub(offset).saturating_sub(raw.len()),
             MessageRange::Slice { offset, .. } => offset.min(total),
             MessageRange::All => 0,
         };
         let messages = raw
             .iter()
-            .map(|m| serde_json::from_str(m).map_err(|e| StoreError::Corrupt(format!("{key}: {e}"))))
+            .map(|m| {
+                serde_json::from_str(m).map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))
+            })
             .collect::<Result<_, _>>()?;
         Ok(Some(Messages {
             messages,
@@ -186,20 +229,34 @@ impl Store for RedisStore {
         }))
     }
 
-    async fn session_info(&self, tenant: &Tenant, session: &SessionId) -> Result<Option<SessionInfo>, StoreError> {
+    async fn session_info(
+        &self,
+        tenant: &Tenant,
+        session: &SessionId,
+    ) -> Result<Option<SessionInfo>, StoreError> {
         let messages_key = Key::Messages(tenant, session).to_redis();
         let meta_key = Key::SessionMeta(tenant, session).to_redis();
         let mut pipe = redis::pipe();
         pipe.llen(&messages_key).hgetall(&meta_key);
         let mut conn = self.conn.clone();
-        let (count, meta): (usize, HashMap<String, String>) = self.timed(pipe.query_async(&mut conn)).await?;
+        let (count, meta): (usize, HashMap<String, String>) =
+            self.timed(pipe.query_async(&mut conn)).await?;
         if count == 0 {
             return Ok(None);
         }
-        let number = |field: &str| meta.get(field).and_then(|v| v.parse::<u64>().ok()).unwrap_or_default();
+        let number = |field: &str| {
+            meta.get(field)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or_default()
+        };
         let mut models: Vec<(u64, String)> = meta
             .iter()
-            .filter_map(|(k, v)| Some((v.parse().unwrap_or_default(), k.strip_prefix("model:")?.to_owned())))
+            .filter_map(|(k, v)| {
+                Some((
+                    v.parse().unwrap_or_default(),
+                    k.strip_prefix("model:")?.to_owned(),
+                ))
+            })
             .collect();
         models.sort();
         Ok(Some(SessionInfo {
@@ -216,7 +273,12 @@ impl Store for RedisStore {
         }))
     }
 
-    async fn list_sessions(&self, scope: &Scope, offset: usize, limit: usize) -> Result<SessionPage, StoreError> {
+    async fn list_sessions(
+        &self,
+        scope: &Scope,
+        offset: usize,
+        limit: usize,
+    ) -> Result<SessionPage, StoreError> {
         let key = match scope {
             Scope::Tenant(t) => Key::Sessions(t).to_redis(),
             Scope::All => Key::AllSessions.to_redis(),
@@ -255,7 +317,11 @@ impl Store for RedisStore {
         Ok(SessionPage { entries, total })
     }
 
-    async fn delete_session(&self, tenant: &Tenant, session: &SessionId) -> Result<bool, StoreError> {
+    async fn delete_session(
+        &self,
+        tenant: &Tenant,
+        session: &SessionId,
+    ) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
         let keys = [
             Key::Messages(tenant, session).to_redis(),
@@ -277,7 +343,9 @@ impl Store for RedisStore {
         let mut conn = self.conn.clone();
         let scan = async {
             let mut found = Vec::new();
-            let mut iter = conn.zscan_match::<_, _, (String, f64)>(&key, &pattern).await?;
+            let mut iter = conn
+                .zscan_match::<_, _, (String, f64)>(&key, &pattern)
+                .await?;
             while let Some(item) = futures_util::StreamExt::next(&mut iter).await {
                 let (member, score) = item?;
                 if score >= cutoff

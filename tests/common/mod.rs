@@ -2,6 +2,7 @@
 //! real redis-server on a free port, and tether running in-process.
 #![allow(dead_code, unused_imports)]
 
+pub mod history;
 pub mod mock_upstream;
 pub mod redis_server;
 pub mod tether;

@@ -31,14 +31,33 @@ fn responses_input_items_become_messages() {
         ]
     });
     let request = parse(Api::Responses, body.to_string().as_bytes()).unwrap();
-    assert_eq!(request.system, vec![json!({"role": "system", "content": "be kind"})]);
-    assert_eq!(request.messages[0], json!({"role": "user", "content": "weather in Paris?"}));
-    assert_eq!(request.messages[1]["tool_calls"][0]["function"]["name"], "weather");
-    assert_eq!(request.messages[2], json!({"role": "tool", "tool_call_id": "c1", "content": "sunny"}));
-    assert_eq!(request.messages.len(), 3, "reasoning items are not conversation");
+    assert_eq!(
+        request.system,
+        vec![json!({"role": "system", "content": "be kind"})]
+    );
+    assert_eq!(
+        request.messages[0],
+        json!({"role": "user", "content": "weather in Paris?"})
+    );
+    assert_eq!(
+        request.messages[1]["tool_calls"][0]["function"]["name"],
+        "weather"
+    );
+    assert_eq!(
+        request.messages[2],
+        json!({"role": "tool", "tool_call_id": "c1", "content": "sunny"})
+    );
+    assert_eq!(
+        request.messages.len(),
+        3,
+        "reasoning items are not conversation"
+    );
 
     let plain = parse(Api::Responses, br#"{"model":"m","input":"hello"}"#).unwrap();
-    assert_eq!(plain.messages, vec![json!({"role": "user", "content": "hello"})]);
+    assert_eq!(
+        plain.messages,
+        vec![json!({"role": "user", "content": "hello"})]
+    );
 }
 
 #[test]
@@ -55,28 +74,59 @@ fn anthropic_blocks_become_openai_messages() {
         ]
     });
     let request = parse(Api::AnthropicMessages, body.to_string().as_bytes()).unwrap();
-    assert_eq!(request.system, vec![json!({"role": "system", "content": "terse"})]);
-    assert_eq!(request.messages[0], json!({"role": "user", "content": "weather?"}));
+    assert_eq!(
+        request.system,
+        vec![json!({"role": "system", "content": "terse"})]
+    );
+    assert_eq!(
+        request.messages[0],
+        json!({"role": "user", "content": "weather?"})
+    );
     assert_eq!(request.messages[1]["content"], "Checking.");
-    assert_eq!(request.messages[1]["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Oslo\"}");
-    assert_eq!(request.messages[2], json!({"role": "tool", "tool_call_id": "tu1", "content": "snow"}));
+    assert_eq!(
+        request.messages[1]["tool_calls"][0]["function"]["arguments"],
+        "{\"city\":\"Oslo\"}"
+    );
+    assert_eq!(
+        request.messages[2],
+        json!({"role": "tool", "tool_call_id": "tu1", "content": "snow"})
+    );
 }
 
 #[test]
 fn legacy_prompts_and_gemini_contents_become_messages() {
     let completion = parse(Api::Completions, br#"{"model":"m","prompt":"Once upon"}"#).unwrap();
-    assert_eq!(completion.messages, vec![json!({"role": "user", "content": "Once upon"})]);
+    assert_eq!(
+        completion.messages,
+        vec![json!({"role": "user", "content": "Once upon"})]
+    );
     let gemini = parse(
         Api::Gemini,
         br#"{"contents":[{"role":"user","parts":[{"text":"hi"}]},{"role":"model","parts":[{"text":"yo"}]}]}"#,
     )
     .unwrap();
-    assert_eq!(gemini.messages[1], json!({"role": "assistant", "content": "yo"}));
+    assert_eq!(
+        gemini.messages[1],
+        json!({"role": "assistant", "content": "yo"})
+    );
 }
 
 #[test]
 fn what_cannot_be_recorded_says_why() {
-    assert_eq!(parse(Api::ChatCompletions, b"{not json").unwrap_err().reason(), "invalid_json");
-    assert_eq!(parse(Api::ChatCompletions, b"[1]").unwrap_err().reason(), "not_an_object");
-    assert_eq!(parse(Api::ChatCompletions, b"{\"model\":\"m\"}").unwrap_err().reason(), "no_conversation");
+    assert_eq!(
+        parse(Api::ChatCompletions, b"{not json")
+            .unwrap_err()
+            .reason(),
+        "invalid_json"
+    );
+    assert_eq!(
+        parse(Api::ChatCompletions, b"[1]").unwrap_err().reason(),
+        "not_an_object"
+    );
+    assert_eq!(
+        parse(Api::ChatCompletions, b"{\"model\":\"m\"}")
+            .unwrap_err()
+            .reason(),
+        "no_conversation"
+    );
 }

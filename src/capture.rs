@@ -1,0 +1,146 @@
+//! A request on a recorded path (chat completions, completions, responses,
+//! Anthropic messages): its body is read (it is small and must be parsed for
+//! the session and the new messages), forwarded as is, and the response is
+//! tee'd into a recorder that appends the turn to the session's history.
+//!
+//! What cannot be recorded (a body that is not JSON, an unknown encoding)
+//! is forwarded untouched; a warning and `tether_recording_skipped_total` say so.
+
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::app::App;
+use crate::body::{self, Body};
+use crate::config::Tenancy;
+use crate::proxy::{ProxyError, headers::is_event_stream};
+use crate::record::recorder::{self, RecordJob};
+use crate::record::{Api, Encoding, TurnRequest, request};
+use crate::session::SessionId;
+use crate::stream::{TeeBody, tap, tee::Detach};
+use crate::tenant::{self, Tenant};
+
+pub const X_SESSION_ID: HeaderName = HeaderName::from_static("x-session-id");
+pub const X_TETHER_RECORD: HeaderName = HeaderName::from_static("x-tether-record");
+
+/// True when the client asked not to be recorded (`X-Tether-Record: off`).
+pub fn recording_declined(headers: &HeaderMap) -> bool {
+    headers
+        .get(&X_TETHER_RECORD)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("off"))
+}
+
+/// Forwards and records one request on a recorded path.
+pub async fn handle(
+    app: &App,
+    req: Request<Incoming>,
+    api: Api,
+    path: &str,
+    path_session: Option<SessionId>,
+    client_ip: IpAddr,
+) -> Result<Response<Body>, ProxyError> {
+    let (parts, incoming) = req.into_parts();
+    let bytes = app.proxy.read_body(&parts.headers, incoming).await?;
+    let header_session = match parts.headers.get(&X_SESSION_ID) {
+        Some(value) => Some(SessionId::parse(value.to_str().unwrap_or("\u{0}"))?),
+        None => None,
+    };
+    let request = match request::parse(api, &bytes) {
+        Ok(request) => request,
+        Err(e) => {
+            app.metrics.skipped(e.reason());
+            tracing::warn!(path, reason = e.reason(), error = %e, "request forwarded without recording");
+            let response = app
+                .proxy
+                .send(parts, body::full(bytes), path, client_ip)
+                .await?;
+            return Ok(response.map(BodyExt::boxed));
+        }
+    };
+    let session = resolve_session(
+        header_session.or(path_session),
+        &request,
+        app.settings.sessions.from_user,
+    )?;
+    let tenant = tenant_of(&parts.headers, app.settings.auth.tenancy);
+
+    let mut response = app
+        .proxy
+        .send(parts, body::full(bytes), path, client_ip)
+        .await?;
+    if let Ok(value) = HeaderValue::from_str(session.as_str()) {
+        response.headers_mut().insert(X_SESSION_ID, value);
+    }
+    if !response.status().is_success() {
+        // The upstream refused the turn (bad request, rate limit, ...): the
+        // client will retry, and history keeps only turns that happened.
+        app.metrics.skipped("upstream_status");
+        return Ok(response.map(BodyExt::boxed));
+    }
+    let content_encoding = response
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok());
+    let encoding = match Encoding::from_header(content_encoding) {
+        Ok(encoding) => encoding,
+        Err(e) => {
+            app.metrics.skipped("unknown_encoding");
+            tracing::warn!(path, %session, error = %e, "response forwarded without recording");
+            return Ok(response.map(BodyExt::boxed));
+        }
+    };
+    let job = RecordJob {
+        tenant,
+        session,
+        sse: is_event_stream(response.headers()),
+        request,
+        encoding,
+        max_bytes: app.settings.record.max_response_bytes,
+        stream_id: None,
+    };
+    let (tap, recording) = tap();
+    app.tracker.spawn(recorder::run(
+        job,
+        recording,
+        app.store.clone(),
+        app.metrics.clone(),
+    ));
+    let detach = Detach {
+        policy: app.settings.streams.on_disconnect,
+        max_duration: app.settings.streams.max_duration,
+        tracker: app.tracker.clone(),
+    };
+    Ok(response.map(|upstream| TeeBody::new(upstream, tap, detach).boxed()))
+}
+
+/// The session a recorded request belongs to, from (in order) the
+/// `X-Session-Id` header or the `/s/{session}` prefix, the body's
+/// `metadata.session_id`, its `user` (when `sessions.from_user`), else new.
+fn resolve_session(
+    named: Option<SessionId>,
+    request: &TurnRequest,
+    from_user: bool,
+) -> Result<SessionId, ProxyError> {
+    if let Some(session) = named {
+        return Ok(session);
+    }
+    if let Some(raw) = &request.metadata_session {
+        return Ok(SessionId::parse(raw)?);
+    }
+    if from_user && let Some(user) = request.user.as_deref().filter(|u| !u.is_empty()) {
+        return Ok(SessionId::from_user(user));
+    }
+    Ok(SessionId::generate())
+}
+
+/// The tenant that owns what this request records.
+pub fn tenant_of(headers: &HeaderMap, tenancy: Tenancy) -> Tenant {
+    match (tenancy, tenant::credential(headers)) {
+        (Tenancy::None, _) => Tenant::shared(),
+        (Tenancy::ApiKey, Some(credential)) => Tenant::from_credential(credential),
+        (Tenancy::ApiKey, None) => Tenant::anonymous(),
+    }
+}

@@ -1,0 +1,96 @@
+//! Prometheus metrics, served at `/tether/metrics` in the text format.
+//! Every deliberate drop (a request not recorded, a recording cut short, a
+//! history write that failed) is counted here and logged where it happens.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// Requests on a recorded path that were forwarded but not recorded.
+    pub recording_skipped: Family<ReasonLabel, Counter>,
+    /// Recordings stored with `"complete": false`, by why.
+    pub recording_incomplete: Family<ReasonLabel, Counter>,
+    /// Turns and messages written to history.
+    pub history_turns: Counter,
+    pub history_messages: Counter,
+    /// History writes that failed and were dropped (logged with the session id).
+    pub history_dropped: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tether");
+        let recording_skipped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "recording_skipped",
+            "Requests on recorded paths forwarded without recording, by reason",
+            recording_skipped.clone(),
+        );
+        let recording_incomplete = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "recording_incomplete",
+            "Replies recorded cut short, by reason",
+            recording_incomplete.clone(),
+        );
+        let history_turns = Counter::default();
+        registry.register(
+            "history_turns",
+            "Turns appended to chat history",
+            history_turns.clone(),
+        );
+        let history_messages = Counter::default();
+        registry.register(
+            "history_messages",
+            "Messages appended to chat history",
+            history_messages.clone(),
+        );
+        let history_dropped = Counter::default();
+        registry.register(
+            "history_dropped",
+            "History turns that could not be written and were dropped",
+            history_dropped.clone(),
+        );
+        Self {
+            registry,
+            recording_skipped,
+            recording_incomplete,
+            history_turns,
+            history_messages,
+            history_dropped,
+        }
+    }
+
+    pub fn skipped(&self, reason: &'static str) {
+        self.recording_skipped
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    pub fn incomplete(&self, reason: &'static str) {
+        self.recording_incomplete
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,225 @@
+//! The tee on a recorded response body.
+//!
+//! Frames go to the client exactly as the upstream sent them; a clone of
+//! each data frame (a refcount, not a copy) is offered to the recorder with
+//! `try_send`, so the client never waits on recording. When the recorder
+//! cannot keep up, the recording is marked lossy and recorded as incomplete;
+//! the response itself is untouched.
+//!
+//! When the client leaves before the end, the upstream body is not dropped
+//! (which would close the upstream connection and lose the rest of the
+//! answer): with `streams.on_disconnect = "finish"` a tracked task keeps
+//! reading it to the end, for the recorder only.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+
+use crate::body::BoxError;
+use crate::config::OnDisconnect;
+use crate::proxy::UpstreamBody;
+
+/// Chunks waiting for the recorder. A recorder only parses and folds, so it
+/// falls this far behind only when the machine is starved; past it the
+/// recording is given up (and marked incomplete) rather than buffering more
+/// of a response in memory.
+pub const RECORDER_QUEUE_CHUNKS: usize = 4096;
+
+/// How a recorded response body ended, named once by whichever comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The upstream sent its last frame.
+    Complete,
+    /// The upstream connection failed or went silent past the idle timeout.
+    UpstreamError,
+    /// The client left and the policy is to cancel.
+    ClientGone,
+    /// Read on after the client left for longer than `streams.max_duration_secs`.
+    TooLong,
+}
+
+#[derive(Debug, Default)]
+struct TapState {
+    end: Mutex<Option<End>>,
+    lossy: AtomicBool,
+}
+
+/// The tee's side of the recorder's queue.
+pub struct Tap {
+    tx: mpsc::Sender<Bytes>,
+    state: Arc<TapState>,
+}
+
+/// The recorder's side: the chunks, then how the body ended.
+pub struct Recording {
+    rx: mpsc::Receiver<Bytes>,
+    state: Arc<TapState>,
+}
+
+/// A connected tap and recording.
+pub fn tap() -> (Tap, Recording) {
+    let (tx, rx) = mpsc::channel(RECORDER_QUEUE_CHUNKS);
+    let state = Arc::new(TapState::default());
+    (
+        Tap {
+            tx,
+            state: state.clone(),
+        },
+        Recording { rx, state },
+    )
+}
+
+impl Tap {
+    /// Offers a chunk to the recorder without waiting.
+    fn offer(&self, data: &Bytes) {
+        if self.state.lossy.load(Ordering::Relaxed) {
+            return;
+        }
+        if self.tx.try_send(data.clone()).is_err() {
+            self.state.lossy.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn finish(self, end: End) {
+        *self.state.end.lock().unwrap_or_else(|e| e.into_inner()) = Some(end);
+    }
+}
+
+impl Recording {
+    /// The next chunk, or `None` once the body has ended.
+    pub async fn next(&mut self) -> Option<Bytes> {
+        self.rx.recv().await
+    }
+
+    /// How the body ended; meaningful once [`Recording::next`] returned `None`.
+    pub fn end(&self) -> End {
+        self.state
+            .end
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or(End::UpstreamError)
+    }
+
+    /// True when chunks were lost because the recorder fell behind.
+    pub fn lossy(&self) -> bool {
+        self.state.lossy.load(Ordering::Relaxed)
+    }
+}
+
+/// What to do with the upstream body when the client leaves early.
+#[derive(Clone)]
+pub struct Detach {
+    pub policy: OnDisconnect,
+    pub max_duration: Duration,
+    pub tracker: TaskTracker,
+}
+
+pub struct TeeBody {
+    /// `None` once handed to a drain task.
+    inner: Option<UpstreamBody>,
+    /// `None` once the end is named.
+    tap: Option<Tap>,
+    detach: Detach,
+}
+
+impl TeeBody {
+    pub fn new(inner: UpstreamBody, tap: Tap, detach: Detach) -> Self {
+        Self {
+            inner: Some(inner),
+            tap: Some(tap),
+            detach,
+        }
+    }
+
+    fn finish(&mut self, end: End) {
+        if let Some(tap) = self.tap.take() {
+            tap.finish(end);
+        }
+    }
+}
+
+impl HttpBody for TeeBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(&mut *inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(tap), Some(data)) = (&this.tap, frame.data_ref()) {
+                    tap.offer(data);
+                }
+                // Once is_end_stream() is true the body may never be polled
+                // again: the end must be named here, not only on `None`.
+                if inner.is_end_stream() {
+                    this.finish(End::Complete);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.finish(End::UpstreamError),
+            Poll::Ready(None) => this.finish(End::Complete),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map(|b| b.size_hint())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for TeeBody {
+    fn drop(&mut self) {
+        let Some(tap) = self.tap.take() else { return };
+        match (self.detach.policy, self.inner.take()) {
+            (OnDisconnect::Finish, Some(body)) => {
+                let max = self.detach.max_duration;
+                self.detach.tracker.spawn(drain(body, tap, max));
+            }
+            // Dropping the body closes the upstream connection.
+            _ => tap.finish(End::ClientGone),
+        }
+    }
+}
+
+/// Reads the rest of an upstream body nobody is waiting for, for the recorder.
+async fn drain(mut body: UpstreamBody, tap: Tap, max: Duration) {
+    let read = async {
+        loop {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        tap.offer(data);
+                    }
+                }
+                Some(Err(_)) => return End::UpstreamError,
+                None => return End::Complete,
+            }
+        }
+    };
+    let end = tokio::time::timeout(max, read)
+        .await
+        .unwrap_or(End::TooLong);
+    tap.finish(end);
+}

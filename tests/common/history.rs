@@ -1,0 +1,65 @@
+//! Reading what tether recorded, as a client of its own routes would.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{Tether, client};
+
+/// The key tests use unless they are about tenants.
+pub const KEY: &str = "sk-test-key-1";
+
+/// `GET {prefix}{path}` with `key` as the bearer credential; status and JSON.
+pub async fn get(tether: &Tether, key: &str, path: &str) -> (u16, Value) {
+    let response = client()
+        .get(tether.url(&format!("/tether{path}")))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Polls the session's history until it holds `count` messages (recording
+/// is asynchronous: it lands milliseconds after the response ends).
+pub async fn wait_for_messages(
+    tether: &Tether,
+    key: &str,
+    session: &str,
+    count: usize,
+) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = get(tether, key, &format!("/history/{session}?limit=1000")).await;
+        if status == 200 && body["messages"].as_array().map(Vec::len) == Some(count) {
+            return body["messages"].as_array().unwrap().clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "session {session} never reached {count} messages; last answer {status}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Only role, content and tool calls: what a conversation is, without the
+/// fields tether adds (timestamps, model, usage, index).
+pub fn conversation(messages: &[Value]) -> Vec<Value> {
+    messages
+        .iter()
+        .map(|m| {
+            let mut out = serde_json::Map::new();
+            for key in ["role", "content", "tool_calls", "tool_call_id"] {
+                if let Some(v) = m.get(key).filter(|v| !v.is_null()) {
+                    out.insert(key.into(), v.clone());
+                }
+            }
+            Value::Object(out)
+        })
+        .collect()
+}
