@@ -1,0 +1,280 @@
+//! The history routes as a client uses them: session listing order and
+//! paging, history pages and filters, delete, exports, TTLs, and a reply
+//! that is recorded even when its client left mid-stream.
+
+mod common;
+
+use std::time::Duration;
+
+use common::history::{KEY, get, wait_for_messages};
+use common::{MockUpstream, RedisServer, Tether, client, mock_upstream};
+use serde_json::{Value, json};
+
+async fn turn(tether: &Tether, session: &str, text: &str) {
+    let response = client()
+        .post(tether.url("/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .header("x-session-id", session)
+        .header("x-mock-chunks", "2")
+        .json(
+            &json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": text}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    response.bytes().await.unwrap();
+}
+
+fn ids(body: &Value) -> Vec<String> {
+    body["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn sessions_are_listed_most_recent_first_in_pages() {
+    let mock = MockUpstream::start().await;
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let tether = Tether::start_with(&mock.url(), |s| s.redis.url = url).await;
+    for i in 0..5 {
+        turn(&tether, &format!("s{i}"), "hello").await;
+        wait_for_messages(&tether, KEY, &format!("s{i}"), 2).await;
+        tokio::time::sleep(Duration::from_millis(3)).await; // distinct activity times
+    }
+    turn(&tether, "s1", "again").await;
+    wait_for_messages(&tether, KEY, "s1", 4).await;
+
+    let (_, first) = get(&tether, KEY, "/sessions?limit=2").await;
+    assert_eq!(
+        ids(&first),
+        ["s1", "s4"],
+        "most recently active first: {first}"
+    );
+    assert_eq!(first["total_sessions"], 5);
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    let (_, second) = get(&tether, KEY, &format!("/sessions?limit=2&cursor={cursor}")).await;
+    assert_eq!(ids(&second), ["s3", "s2"]);
+    let cursor = second["next_cursor"].as_str().unwrap().to_owned();
+    let (_, last) = get(&tether, KEY, &format!("/sessions?limit=2&cursor={cursor}")).await;
+    assert_eq!(ids(&last), ["s0"]);
+    assert_eq!(last["next_cursor"], Value::Null, "no page after the last");
+    assert_eq!(first["items"][0]["message_count"], 4);
+
+    for bad in [
+        "/sessions?limit=0",
+        "/sessions?limit=abc",
+        "/sessions?limit=100000",
+        "/sessions?cursor=zzz",
+        "/history/s1?cursor=-1",
+        "/history/s1?order=sideways",
+    ] {
+        let (status, body) = get(&tether, KEY, bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body["error"]["message"].is_string());
+    }
+    let (status, _) = get(&tether, KEY, "/history/nobody").await;
+    assert_eq!(status, 404, "unknown session");
+}
+
+#[tokio::test]
+async fn history_pages_filter_and_order() {
+    let mock = MockUpstream::start().await;
+    let redis = RedisServer::start();
+    let url = redis.url();
+    for tether in [
+        Tether::start(&mock.url()).await,
+        Tether::start_with(&mock.url(), |s| s.redis.url = url.clone()).await,
+    ] {
+        for i in 0..3 {
+            turn(&tether, "paged", &format!("question {i} about Rust")).await;
+            wait_for_messages(&tether, KEY, "paged", 2 * (i + 1)).await;
+        }
+        let (_, page) = get(&tether, KEY, "/history/paged?limit=4").await;
+        let roles: Vec<_> = page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(roles, ["user", "assistant", "user", "assistant"]);
+        assert_eq!(page["message_count"], 6, "the whole session's count");
+        let cursor = page["next_cursor"].as_str().unwrap();
+        let (_, rest) = get(
+            &tether,
+            KEY,
+            &format!("/history/paged?limit=4&cursor={cursor}"),
+        )
+        .await;
+        assert_eq!(rest["messages"].as_array().unwrap().len(), 2);
+        assert_eq!(rest["messages"][0]["index"], 4);
+        assert_eq!(rest["next_cursor"], Value::Null);
+
+        let (_, newest) = get(&tether, KEY, "/history/paged?order=desc&limit=1").await;
+        assert_eq!(
+            newest["messages"][0]["index"], 5,
+            "desc starts at the newest: {newest}"
+        );
+        let (_, users) = get(&tether, KEY, "/history/paged?role=user").await;
+        assert_eq!(users["messages"].as_array().unwrap().len(), 3);
+        let (_, found) = get(&tether, KEY, "/history/paged?q=QUESTION%201").await;
+        assert_eq!(
+            found["messages"].as_array().unwrap().len(),
+            1,
+            "case-insensitive search: {found}"
+        );
+        assert_eq!(found["messages"][0]["content"], "question 1 about Rust");
+        let (_, after) = get(&tether, KEY, "/history/paged?after=3").await;
+        assert_eq!(
+            after["messages"][0]["index"], 4,
+            "after=N starts past message N"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_session_is_deleted_and_exported_in_three_formats() {
+    let mock = MockUpstream::start().await;
+    let tether = Tether::start(&mock.url()).await;
+    turn(&tether, "exported", "hello *markdown*").await;
+    wait_for_messages(&tether, KEY, "exported", 2).await;
+
+    let export = |format: &'static str| {
+        let tether = &tether;
+        async move {
+            let response = client()
+                .get(tether.url(&format!("/tether/history/exported/export?format={format}")))
+                .bearer_auth(KEY)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{format}");
+            let disposition = response.headers()["content-disposition"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            assert!(
+                disposition.starts_with("attachment; filename=\"tether-exported."),
+                "{disposition}"
+            );
+            response.text().await.unwrap()
+        }
+    };
+    let whole: Value = serde_json::from_str(&export("json").await).unwrap();
+    assert_eq!(whole["messages"].as_array().unwrap().len(), 2);
+    let lines: Vec<Value> = export("jsonl")
+        .await
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["content"], mock_upstream::answer(2));
+    let markdown = export("markdown").await;
+    assert!(markdown.starts_with("# Session exported"), "{markdown}");
+    assert!(
+        markdown.contains("## user") && markdown.contains("hello *markdown*"),
+        "{markdown}"
+    );
+    let (status, _) = get(&tether, KEY, "/history/exported/export?format=pdf").await;
+    assert_eq!(status, 400);
+
+    let deleted = client()
+        .delete(tether.url("/tether/history/exported"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    let body: Value = deleted.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"status": "success", "message": "Chat history cleared for session exported"})
+    );
+    let (status, _) = get(&tether, KEY, "/history/exported").await;
+    assert_eq!(status, 404);
+    let (_, list) = get(&tether, KEY, "/sessions").await;
+    assert_eq!(list["total_sessions"], 0);
+}
+
+#[tokio::test]
+async fn history_ttl_is_set_and_refreshed_on_every_write() {
+    let mock = MockUpstream::start().await;
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let tether = Tether::start_with(&mock.url(), |s| {
+        s.redis.url = url;
+        s.history.ttl_secs = 100;
+    })
+    .await;
+    turn(&tether, "ttl", "one").await;
+    wait_for_messages(&tether, KEY, "ttl", 2).await;
+    let keys = redis
+        .cli(&["--scan", "--pattern", "tether:{s:*:ttl}:*"])
+        .unwrap();
+    assert_eq!(keys.lines().count(), 2, "messages and meta: {keys}");
+    for key in keys.lines() {
+        redis.cli(&["EXPIRE", key, "5"]).unwrap();
+    }
+    turn(&tether, "ttl", "two").await;
+    wait_for_messages(&tether, KEY, "ttl", 4).await;
+    for key in keys.lines() {
+        let ttl: i64 = redis.cli(&["TTL", key]).unwrap().trim().parse().unwrap();
+        assert!(
+            (90..=100).contains(&ttl),
+            "{key}: TTL refreshed to history.ttl_secs, got {ttl}"
+        );
+    }
+
+    let memory = Tether::start_with(&mock.url(), |s| s.history.ttl_secs = 1).await;
+    turn(&memory, "fleeting", "hi").await;
+    wait_for_messages(&memory, KEY, "fleeting", 2).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, _) = get(&memory, KEY, "/history/fleeting").await;
+    assert_eq!(status, 404, "the in-memory store expires history too");
+    let (_, list) = get(&memory, KEY, "/sessions").await;
+    assert_eq!(list["total_sessions"], 0, "and prunes the session index");
+}
+
+/// The client leaves after 2 chunks: tether reads the upstream to the end
+/// and records the whole answer (policy finish), or closes the upstream and
+/// records what arrived, marked incomplete (policy cancel).
+#[tokio::test]
+async fn a_reply_is_recorded_when_its_client_leaves_mid_stream() {
+    let mock = MockUpstream::start().await;
+    for (policy, complete) in [("finish", true), ("cancel", false)] {
+        let tether =
+            Tether::start_with(&mock.url(), |s| s.streams.on_disconnect = policy.into()).await;
+        let mut response = client()
+            .post(tether.url("/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .header("x-session-id", policy)
+            .header("x-mock-chunks", "10")
+            .header("x-mock-delay-ms", "30")
+            .json(&json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "long answer"}]}))
+            .send()
+            .await
+            .unwrap();
+        response.chunk().await.unwrap();
+        response.chunk().await.unwrap();
+        drop(response);
+        let stored = wait_for_messages(&tether, KEY, policy, 2).await;
+        let reply = &stored[1];
+        assert_eq!(reply["complete"], complete, "{policy}: {reply}");
+        let content = reply["content"].as_str().unwrap_or("");
+        if complete {
+            assert_eq!(
+                content,
+                mock_upstream::answer(10),
+                "{policy}: the whole answer"
+            );
+        } else {
+            assert!(
+                content.starts_with("tok0 ") && content.len() < mock_upstream::answer(10).len(),
+                "{policy}: {content}"
+            );
+        }
+    }
+}
