@@ -1,5 +1,6 @@
 //! What every request handler shares: the checked settings, the proxy with
-//! its pooled upstream client, the store, and the tracker of background work.
+//! its pooled upstream client, the stores, this replica's stream hubs, the
+//! metrics, and the tracker of background work.
 
 use std::sync::Arc;
 
@@ -8,12 +9,17 @@ use tokio_util::task::TaskTracker;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::proxy::{ClientError, Proxy};
-use crate::store::{self, Store, StoreError};
+use crate::store::{self, CheckpointStore, Store, StoreError};
+use crate::stream::Registry;
 
 pub struct App {
     pub settings: Settings,
     pub proxy: Proxy,
     pub store: Arc<dyn Store>,
+    /// Where stream checkpoints go for other replicas; `None` with the embedded store.
+    pub checkpoints: Option<Arc<dyn CheckpointStore>>,
+    /// This replica's stream hubs.
+    pub streams: Registry,
     pub metrics: Arc<Metrics>,
     /// Background work (recording, checkpoints) that shutdown waits for.
     pub tracker: TaskTracker,
@@ -34,11 +40,14 @@ impl App {
         let retention = store::Retention {
             history_ttl: settings.history_ttl,
         };
-        let store = store::connect(&settings.store, retention).await?;
+        let stores = store::connect(&settings.store, retention).await?;
+        let streams = Registry::new(settings.streams.retention, settings.streams.max_detached);
         Ok(Arc::new(App {
             settings,
             proxy,
-            store,
+            store: stores.history,
+            checkpoints: stores.checkpoints,
+            streams,
             metrics: Arc::new(Metrics::new()),
             tracker: TaskTracker::new(),
         }))

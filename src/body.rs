@@ -2,19 +2,19 @@
 //! hand any of them to hyper.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 
 /// The error type of a boxed body: whatever the inner body failed with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A response body: a proxied upstream stream or a small body of tether's own.
-pub type Body = BoxBody<Bytes, BoxError>;
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// A body holding `bytes` whole.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never| match never {})
-        .boxed()
+        .boxed_unsync()
 }
 
 /// An empty body.

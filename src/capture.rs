@@ -7,23 +7,28 @@
 //! is forwarded untouched; a warning and `tether_recording_skipped_total` say so.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::body::{self, Body};
 use crate::config::Tenancy;
 use crate::proxy::{ProxyError, headers::is_event_stream};
-use crate::record::recorder::{self, RecordJob};
+use crate::record::recorder::{self, RecordJob, StreamSink};
 use crate::record::{Api, Encoding, TurnRequest, request};
 use crate::session::SessionId;
-use crate::stream::{TeeBody, tap, tee::Detach};
+use crate::store::now_ms;
+use crate::stream::checkpoint::{self, WriterSettings};
+use crate::stream::{Hub, TeeBody, new_stream_id, tap, tee::Detach};
 use crate::tenant::{self, Tenant};
 
 pub const X_SESSION_ID: HeaderName = HeaderName::from_static("x-session-id");
 pub const X_TETHER_RECORD: HeaderName = HeaderName::from_static("x-tether-record");
+pub const X_STREAM_ID: HeaderName = HeaderName::from_static("x-stream-id");
 
 /// True when the client asked not to be recorded (`X-Tether-Record: off`).
 pub fn recording_declined(headers: &HeaderMap) -> bool {
@@ -57,7 +62,7 @@ pub async fn handle(
                 .proxy
                 .send(parts, body::full(bytes), path, client_ip)
                 .await?;
-            return Ok(response.map(BodyExt::boxed));
+            return Ok(response.map(BodyExt::boxed_unsync));
         }
     };
     let session = resolve_session(
@@ -78,7 +83,7 @@ pub async fn handle(
         // The upstream refused the turn (bad request, rate limit, ...): the
         // client will retry, and history keeps only turns that happened.
         app.metrics.skipped("upstream_status");
-        return Ok(response.map(BodyExt::boxed));
+        return Ok(response.map(BodyExt::boxed_unsync));
     }
     let content_encoding = response
         .headers()
@@ -89,17 +94,47 @@ pub async fn handle(
         Err(e) => {
             app.metrics.skipped("unknown_encoding");
             tracing::warn!(path, %session, error = %e, "response forwarded without recording");
-            return Ok(response.map(BodyExt::boxed));
+            return Ok(response.map(BodyExt::boxed_unsync));
         }
     };
+    let sse = is_event_stream(response.headers());
+    let now = now_ms();
+    let hub = sse.then(|| {
+        Arc::new(Hub::new(
+            new_stream_id(),
+            tenant.clone(),
+            session.clone(),
+            now,
+        ))
+    });
+    let cancel = hub
+        .as_ref()
+        .map_or_else(CancellationToken::new, |h| h.cancel_token());
+    let stream = hub.map(|hub| {
+        app.streams.insert(hub.clone());
+        if let Ok(value) = HeaderValue::from_str(&hub.id) {
+            response.headers_mut().insert(X_STREAM_ID, value);
+        }
+        let checkpoint = app.checkpoints.clone().map(|store| {
+            let (tx, writer) = checkpoint::writer(
+                store,
+                hub.clone(),
+                writer_settings(app),
+                app.metrics.clone(),
+            );
+            app.tracker.spawn(writer);
+            tx
+        });
+        StreamSink { hub, checkpoint }
+    });
     let job = RecordJob {
         tenant,
         session,
-        sse: is_event_stream(response.headers()),
+        sse,
         request,
         encoding,
         max_bytes: app.settings.record.max_response_bytes,
-        stream_id: None,
+        stream,
     };
     let (tap, recording) = tap();
     app.tracker.spawn(recorder::run(
@@ -112,8 +147,22 @@ pub async fn handle(
         policy: app.settings.streams.on_disconnect,
         max_duration: app.settings.streams.max_duration,
         tracker: app.tracker.clone(),
+        detached: app.streams.detached(),
     };
-    Ok(response.map(|upstream| TeeBody::new(upstream, tap, detach).boxed()))
+    Ok(response.map(|upstream| TeeBody::new(upstream, tap, detach, cancel).boxed_unsync()))
+}
+
+/// How this replica's checkpoint writers batch, from the stream settings.
+fn writer_settings(app: &App) -> WriterSettings {
+    let streams = &app.settings.streams;
+    WriterSettings {
+        interval: streams.checkpoint_interval,
+        max_events: streams.checkpoint_max_events,
+        heartbeat: streams.idle_timeout / 3,
+        active_ttl: streams.max_duration + app.settings.upstream.header_timeout + streams.retention,
+        retention: streams.retention,
+        history_ttl: app.settings.history_ttl,
+    }
 }
 
 /// The session a recorded request belongs to, from (in order) the

@@ -115,6 +115,15 @@ pub struct StreamSettings {
     pub on_disconnect: OnDisconnect,
     /// A stream read on after its client left is cut off after this long.
     pub max_duration: Duration,
+    /// Streams read on after their clients left, at most; beyond, the oldest is cancelled.
+    pub max_detached: usize,
+    /// How long a finished stream stays resumable.
+    pub retention: Duration,
+    /// An active stream whose owner's heartbeat is older than this is `interrupted`.
+    pub idle_timeout: Duration,
+    /// Checkpoint batches go out at this interval, or at `checkpoint_max_events`.
+    pub checkpoint_interval: Duration,
+    pub checkpoint_max_events: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -327,6 +336,23 @@ impl raw::Streams {
                 "streams.max_duration_secs",
                 self.max_duration_secs,
             )?),
+            max_detached: positive("streams.max_detached", self.max_detached)? as usize,
+            retention: Duration::from_secs(positive(
+                "streams.retention_secs",
+                self.retention_secs,
+            )?),
+            idle_timeout: Duration::from_secs(positive(
+                "streams.idle_timeout_secs",
+                self.idle_timeout_secs,
+            )?),
+            checkpoint_interval: Duration::from_millis(positive(
+                "streams.checkpoint_interval_ms",
+                self.checkpoint_interval_ms,
+            )?),
+            checkpoint_max_events: positive(
+                "streams.checkpoint_max_events",
+                self.checkpoint_max_events,
+            )? as usize,
         })
     }
 }

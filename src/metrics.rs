@@ -23,6 +23,19 @@ pub struct Metrics {
     pub history_messages: Counter,
     /// History writes that failed and were dropped (logged with the session id).
     pub history_dropped: Counter,
+    /// Stream events written to the checkpoint store.
+    pub checkpointed_events: Counter,
+    /// Streams whose checkpoints stopped, by why (they stay resumable on their own replica).
+    pub checkpoint_dropped: Family<ReasonLabel, Counter>,
+    /// Resumes served, by where from (`memory`, `store`).
+    pub resumes: Family<SourceLabel, Counter>,
+    /// Streams cancelled through `DELETE /tether/streams/{id}`.
+    pub cancels: Counter,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: &'static str,
 }
 
 impl Default for Metrics {
@@ -64,8 +77,32 @@ impl Metrics {
             "History turns that could not be written and were dropped",
             history_dropped.clone(),
         );
+        let checkpointed_events = Counter::default();
+        registry.register(
+            "checkpointed_events",
+            "Stream events written to the checkpoint store",
+            checkpointed_events.clone(),
+        );
+        let checkpoint_dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "checkpoint_dropped",
+            "Streams whose checkpoints stopped (still resumable on their own replica), by reason",
+            checkpoint_dropped.clone(),
+        );
+        let resumes = Family::<SourceLabel, Counter>::default();
+        registry.register(
+            "resumes",
+            "Stream resumes served, by source",
+            resumes.clone(),
+        );
+        let cancels = Counter::default();
+        registry.register("cancels", "Streams cancelled by request", cancels.clone());
         Self {
             registry,
+            checkpointed_events,
+            checkpoint_dropped,
+            resumes,
+            cancels,
             recording_skipped,
             recording_incomplete,
             history_turns,
@@ -84,6 +121,16 @@ impl Metrics {
         self.recording_incomplete
             .get_or_create(&ReasonLabel { reason })
             .inc();
+    }
+
+    pub fn checkpoint_dropped(&self, reason: &'static str) {
+        self.checkpoint_dropped
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    pub fn resumed(&self, source: &'static str) {
+        self.resumes.get_or_create(&SourceLabel { source }).inc();
     }
 
     /// The text exposition format.

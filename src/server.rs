@@ -132,7 +132,7 @@ async fn handle(
         started,
         upstream: parts.extensions.get::<UpstreamTiming>().map(|t| t.0),
     };
-    let body = http_body_util::BodyExt::boxed(LoggedBody::new(body, log));
+    let body = http_body_util::BodyExt::boxed_unsync(LoggedBody::new(body, log));
     Ok(Response::from_parts(parts, body))
 }
 

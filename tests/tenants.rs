@@ -120,6 +120,7 @@ async fn each_key_sees_only_its_sessions_and_the_admin_sees_all() {
             "list" => redis.cli(&["LRANGE", key, "0", "-1"]),
             "hash" => redis.cli(&["HGETALL", key]),
             "zset" => redis.cli(&["ZRANGE", key, "0", "-1"]),
+            "stream" => redis.cli(&["XRANGE", key, "-", "+"]),
             other => panic!("unexpected key type {other} for {key}"),
         };
         everything.push_str(&dump.unwrap());

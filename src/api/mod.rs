@@ -7,6 +7,7 @@ mod export;
 mod health;
 mod history;
 mod sessions;
+mod streams;
 
 use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
@@ -60,6 +61,14 @@ async fn dispatch(
         )),
         (&Method::GET, ["sessions"]) => sessions::list(app, &caller, &query).await,
         (&Method::GET, ["sessions", id]) => sessions::info(app, &caller, id, &query).await,
+        (&Method::GET, ["sessions", id, "stream"]) => {
+            streams::of_session(app, &caller, id, &query, req.headers()).await
+        }
+        (&Method::GET, ["streams", id]) => {
+            streams::get(app, &caller, id, &query, req.headers()).await
+        }
+        (&Method::DELETE, ["streams", id]) => streams::cancel(app, &caller, id).await,
+        (&Method::GET, ["streams", id, "status"]) => streams::status(app, &caller, id).await,
         (&Method::GET, ["history", id]) => history::read(app, &caller, id, &query).await,
         (&Method::DELETE, ["history", id]) => history::delete(app, &caller, id, &query).await,
         (&Method::GET, ["history", id, "export"]) => export::export(app, &caller, id, &query).await,

@@ -164,6 +164,11 @@ impl Default for Record {
 pub struct Streams {
     pub on_disconnect: String,
     pub max_duration_secs: u64,
+    pub max_detached: u64,
+    pub retention_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub checkpoint_interval_ms: u64,
+    pub checkpoint_max_events: u64,
 }
 
 impl Default for Streams {
@@ -171,6 +176,11 @@ impl Default for Streams {
         Self {
             on_disconnect: "finish".into(),
             max_duration_secs: 3600,
+            max_detached: 1000,
+            retention_secs: 300,
+            idle_timeout_secs: 15,
+            checkpoint_interval_ms: 200,
+            checkpoint_max_events: 256,
         }
     }
 }

@@ -59,9 +59,9 @@ impl Proxy {
         let (parts, body) = req.into_parts();
         self.check_announced_length(&parts.headers)?;
         // A body without Content-Length is counted as it streams.
-        let body = Limited::new(body, self.max_request_bytes as usize).boxed();
+        let body = Limited::new(body, self.max_request_bytes as usize).boxed_unsync();
         let response = self.send(parts, body, path, client_ip).await?;
-        Ok(response.map(BodyExt::boxed))
+        Ok(response.map(BodyExt::boxed_unsync))
     }
 
     /// Reads a request body whole, up to `server.max_request_bytes`, for the

@@ -1,17 +1,21 @@
 //! The recorder: runs beside a recorded response, never on its path. It
-//! takes the chunks the tee hands it, decodes them (gzip, br, ...), parses
-//! SSE or collects the JSON body, assembles the reply, and appends the turn
-//! to history when the response ends.
+//! takes the chunks the tee hands it, decodes them (gzip, br, ...), splits
+//! an SSE body into its events (each handed, numbered and byte for byte, to
+//! the stream's hub and checkpoint writer), assembles the reply, and appends
+//! the turn to history when the response ends.
 
 use std::sync::Arc;
 use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
 
 use super::turn::{self, ReplyContext};
 use super::{Api, Assembler, Decoder, Encoding, Reply, SseEvent, SseParser, TurnRequest};
 use crate::metrics::Metrics;
 use crate::session::SessionId;
-use crate::store::Store;
-use crate::stream::{End, Recording};
+use crate::store::{Store, StreamState};
+use crate::stream::checkpoint::CheckpointTx;
+use crate::stream::{End, Hub, Recording};
 use crate::tenant::Tenant;
 
 /// Everything the recorder needs to know about one exchange.
@@ -22,45 +26,57 @@ pub struct RecordJob {
     /// The response is `text/event-stream`.
     pub sse: bool,
     pub encoding: Encoding,
-    /// Largest decoded response recorded.
+    /// Largest decoded response assembled into the reply.
     pub max_bytes: usize,
-    pub stream_id: Option<String>,
+    /// Where a resumable stream's events go.
+    pub stream: Option<StreamSink>,
 }
 
-/// The reply as far as it could be rebuilt, and why it is incomplete if it is.
-struct Outcome {
-    reply: Option<Reply>,
-    incomplete: Option<&'static str>,
+/// A resumable stream's hub (this replica) and checkpoint writer (others).
+pub struct StreamSink {
+    pub hub: Arc<Hub>,
+    pub checkpoint: Option<CheckpointTx>,
 }
 
 /// Records one exchange; returns once the turn is stored (or dropped and counted).
 pub async fn run(
-    job: RecordJob,
+    mut job: RecordJob,
     mut recording: Recording,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
 ) {
     let mut fold = Fold::new(&job);
     while let Some(chunk) = recording.next().await {
-        fold.push(&chunk);
+        fold.push(&chunk, job.stream.as_mut());
     }
     let end = recording.end();
-    let mut outcome = fold.finish(job.request.api);
-    let cut_short = match end {
-        End::Complete if recording.lossy() => Some("recorder_behind"),
+    let lossy = recording.lossy();
+    let (reply, tail, failure) = fold.finish(job.request.api, job.stream.as_mut());
+    let stream_id = job.stream.as_ref().map(|s| s.hub.id.clone());
+    if let Some(sink) = job.stream.take() {
+        let state = stream_state(end, lossy);
+        sink.hub.finish(state, tail.clone());
+        if let Some(checkpoint) = sink.checkpoint {
+            checkpoint.end(state, tail).await;
+        }
+    }
+    let incomplete = match end {
+        End::Complete if lossy => Some("recorder_behind"),
         End::Complete => None,
         End::UpstreamError => Some("upstream_error"),
         End::ClientGone => Some("client_gone"),
         End::TooLong => Some("max_duration"),
-    };
-    outcome.incomplete = cut_short.or(outcome.incomplete);
-    if let Some(reason) = outcome.incomplete {
+        End::Cancelled => Some("cancelled"),
+    }
+    .or(failure)
+    .or(reply.is_none().then_some("unparsable_reply"));
+    if let Some(reason) = incomplete {
         metrics.incomplete(reason);
         tracing::info!(session = %job.session, reason, "reply recorded as incomplete");
     }
     let context = ReplyContext {
-        complete: outcome.incomplete.is_none(),
-        stream_id: job.stream_id.clone(),
+        complete: incomplete.is_none(),
+        stream_id,
     };
     let session_is_new = match store.session_exists(&job.tenant, &job.session).await {
         Ok(exists) => !exists,
@@ -68,7 +84,7 @@ pub async fn run(
     };
     let turn = turn::build(
         &job.request,
-        outcome.reply.as_ref(),
+        reply.as_ref(),
         session_is_new,
         &context,
         SystemTime::now(),
@@ -85,12 +101,28 @@ pub async fn run(
     }
 }
 
-/// Decoding and parsing state, fed chunk by chunk.
+/// The state a stream ends in. A recorder that fell behind holds a
+/// consistent prefix (the tee stops offering at the first lost chunk), so
+/// its stream ends `interrupted` rather than garbled.
+fn stream_state(end: End, lossy: bool) -> StreamState {
+    match end {
+        End::Complete if !lossy => StreamState::Done,
+        End::Complete | End::UpstreamError | End::TooLong => StreamState::Interrupted,
+        End::ClientGone | End::Cancelled => StreamState::Cancelled,
+    }
+}
+
+/// Decoding, event splitting and assembling state, fed chunk by chunk.
 struct Fold {
     decoder: Option<Decoder>,
     decoded: Vec<u8>,
-    /// SSE: parser and assembler; else the collected JSON body.
-    sse: Option<(SseParser, Assembler, Vec<SseEvent>)>,
+    /// SSE: the parser, the events it just found, and the bytes not yet
+    /// assigned to an event (starting at stream offset `consumed`).
+    sse: Option<(SseParser, Vec<SseEvent>)>,
+    pending: BytesMut,
+    consumed: u64,
+    /// Folds events (SSE) or collects the body (JSON) until `max_bytes`.
+    assembler: Option<Assembler>,
     body: Vec<u8>,
     max_bytes: usize,
     seen_bytes: usize,
@@ -99,26 +131,23 @@ struct Fold {
 
 impl Fold {
     fn new(job: &RecordJob) -> Self {
-        let decoder = Decoder::new(job.encoding, job.max_bytes).ok();
+        let decoder = Decoder::new(job.encoding, job.max_bytes.max(1)).ok();
         Fold {
             failure: decoder.is_none().then_some("decode"),
             decoder,
             decoded: Vec::new(),
-            sse: job.sse.then(|| {
-                (
-                    SseParser::new(),
-                    Assembler::new(Some(job.request.api)),
-                    Vec::new(),
-                )
-            }),
+            sse: job.sse.then(|| (SseParser::new(), Vec::new())),
+            pending: BytesMut::new(),
+            consumed: 0,
+            assembler: job.sse.then(|| Assembler::new(Some(job.request.api))),
             body: Vec::new(),
             max_bytes: job.max_bytes,
             seen_bytes: 0,
         }
     }
 
-    fn push(&mut self, chunk: &[u8]) {
-        if self.failure.is_some() {
+    fn push(&mut self, chunk: &[u8], sink: Option<&mut StreamSink>) {
+        if self.failure == Some("decode") || self.failure == Some("sse_event_too_large") {
             return;
         }
         let Some(decoder) = self.decoder.as_mut() else {
@@ -129,54 +158,75 @@ impl Fold {
             self.failure = Some("decode");
             return;
         }
+        self.consume(sink);
+    }
+
+    /// Hands the freshly decoded bytes to the parser (and the events on to
+    /// the hub and the assembler) or to the collected body.
+    fn consume(&mut self, sink: Option<&mut StreamSink>) {
         self.seen_bytes += self.decoded.len();
-        if self.seen_bytes > self.max_bytes {
+        if self.seen_bytes > self.max_bytes && self.failure.is_none() {
+            // The reply is no longer assembled; the stream's events still are.
             self.failure = Some("too_large");
+            self.assembler = None;
+            self.body = Vec::new();
+        }
+        let Some((parser, events)) = &mut self.sse else {
+            if self.failure.is_none() {
+                self.body.extend_from_slice(&self.decoded);
+            }
+            return;
+        };
+        if parser.push(&self.decoded, events).is_err() {
+            self.failure = Some("sse_event_too_large");
             return;
         }
-        self.consume();
-    }
-
-    /// Hands the freshly decoded bytes to the parser or the body.
-    fn consume(&mut self) {
-        match &mut self.sse {
-            Some((parser, assembler, events)) => {
-                if parser.push(&self.decoded, events).is_err() {
-                    self.failure = Some("sse_event_too_large");
-                }
-                for event in events.drain(..) {
-                    assembler.push(&event);
+        self.pending.extend_from_slice(&self.decoded);
+        let mut sink = sink;
+        for event in events.drain(..) {
+            let len = (event.end - self.consumed) as usize;
+            let raw = self.pending.split_to(len.min(self.pending.len())).freeze();
+            self.consumed = event.end;
+            if let Some(assembler) = &mut self.assembler {
+                assembler.push(&event);
+            }
+            if let Some(sink) = sink.as_deref_mut() {
+                sink.hub.push(raw.clone());
+                if let Some(checkpoint) = &mut sink.checkpoint {
+                    checkpoint.event(raw);
                 }
             }
-            None => self.body.extend_from_slice(&self.decoded),
         }
     }
 
-    fn finish(mut self, api: Api) -> Outcome {
-        if self.failure.is_none()
+    /// The reply, the trailing bytes after the last event, and why the
+    /// reply is incomplete if it is.
+    fn finish(
+        mut self,
+        api: Api,
+        sink: Option<&mut StreamSink>,
+    ) -> (Option<Reply>, Option<Bytes>, Option<&'static str>) {
+        if self.failure.is_none_or(|f| f == "too_large")
             && let Some(decoder) = self.decoder.as_mut()
         {
             self.decoded.clear();
             match decoder.finish(&mut self.decoded) {
-                Ok(()) => self.consume(),
+                Ok(()) => self.consume(sink),
                 Err(_) => self.failure = Some("decode"),
             }
         }
-        let reply = match self.sse {
-            Some((mut parser, assembler, mut events)) => {
-                let tail = parser.finish(&mut events);
-                let mut assembler = assembler;
+        let tail = (!self.pending.is_empty()).then(|| self.pending.split().freeze());
+        let reply = match (self.sse, self.assembler) {
+            (Some((mut parser, mut events)), Some(mut assembler)) => {
+                let sse_tail = parser.finish(&mut events);
                 for event in events.drain(..) {
                     assembler.push(&event);
                 }
-                assembler.finish(&tail).ok()
+                assembler.finish(&sse_tail).ok()
             }
-            None if self.failure.is_none() => Reply::from_body(Some(api), &self.body).ok(),
-            None => None,
+            (None, _) if self.failure.is_none() => Reply::from_body(Some(api), &self.body).ok(),
+            _ => None,
         };
-        let incomplete = self
-            .failure
-            .or(reply.is_none().then_some("unparsable_reply"));
-        Outcome { reply, incomplete }
+        (reply, tail, self.failure)
     }
 }

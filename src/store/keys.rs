@@ -16,6 +16,10 @@ pub enum Key<'a> {
     Messages(&'a Tenant, &'a SessionId),
     /// Hash of a session's info: created, updated, usage, models, streams.
     SessionMeta(&'a Tenant, &'a SessionId),
+    /// Stream (XADD) of a stream's event batches.
+    StreamEvents(&'a str),
+    /// Hash of a stream's record: state, tenant, session, heartbeat.
+    StreamMeta(&'a str),
 }
 
 impl Key<'_> {
@@ -25,6 +29,8 @@ impl Key<'_> {
             Key::AllSessions => "tether:{all}:sessions".to_string(),
             Key::Messages(t, s) => format!("tether:{{s:{t}:{s}}}:messages"),
             Key::SessionMeta(t, s) => format!("tether:{{s:{t}:{s}}}:meta"),
+            Key::StreamEvents(id) => format!("tether:{{x:{id}}}:events"),
+            Key::StreamMeta(id) => format!("tether:{{x:{id}}}:meta"),
         }
     }
 }

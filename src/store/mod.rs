@@ -7,9 +7,11 @@
 //! messages, list sessions. Paging filters that need every message (role,
 //! text search) run above the store, in `api::history`.
 
+mod checkpoints;
 mod keys;
 mod memory;
 mod redis;
+mod redis_checkpoints;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +20,9 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
 
+pub use checkpoints::{
+    CheckpointStore, EventBatch, EventsRead, Follower, StreamRecord, StreamState,
+};
 pub use keys::Key;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
@@ -195,20 +200,32 @@ pub struct Retention {
     pub history_ttl: Duration,
 }
 
+/// The configured store, and where stream checkpoints go (Redis only).
+pub struct Stores {
+    pub history: Arc<dyn Store>,
+    pub checkpoints: Option<Arc<dyn CheckpointStore>>,
+}
+
 /// Builds the configured store. A Redis that does not answer yet is not an
 /// error: tether serves anyway and the connection is retried in the background.
-pub async fn connect(
-    settings: &StoreSettings,
-    retention: Retention,
-) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn connect(settings: &StoreSettings, retention: Retention) -> Result<Stores, StoreError> {
     Ok(match settings {
-        StoreSettings::Memory => Arc::new(MemoryStore::new(retention)),
+        StoreSettings::Memory => Stores {
+            history: Arc::new(MemoryStore::new(retention)),
+            checkpoints: None,
+        },
         StoreSettings::Redis {
             url,
             connect_timeout,
             command_timeout,
         } => {
-            Arc::new(RedisStore::connect(url, *connect_timeout, *command_timeout, retention).await?)
+            let redis = Arc::new(
+                RedisStore::connect(url, *connect_timeout, *command_timeout, retention).await?,
+            );
+            Stores {
+                history: redis.clone(),
+                checkpoints: Some(redis),
+            }
         }
     })
 }

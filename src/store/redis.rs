@@ -24,7 +24,9 @@ use crate::session::SessionId;
 use crate::tenant::Tenant;
 
 pub struct RedisStore {
-    conn: ConnectionManager,
+    /// For connections of their own (blocking reads of live tails).
+    pub(super) client: redis::Client,
+    pub(super) conn: ConnectionManager,
     command_timeout: Duration,
     retention: Retention,
 }
@@ -46,8 +48,9 @@ impl RedisStore {
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(1))
             .set_number_of_retries(3);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         let store = RedisStore {
+            client,
             conn,
             command_timeout,
             retention,
@@ -63,7 +66,7 @@ impl RedisStore {
     }
 
     /// Runs one command or pipeline under the command timeout.
-    async fn timed<T>(
+    pub(super) async fn timed<T>(
         &self,
         fut: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {

@@ -21,8 +21,10 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::sync::mpsc;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
+use super::hub::Detached;
 use crate::body::BoxError;
 use crate::config::OnDisconnect;
 use crate::proxy::UpstreamBody;
@@ -44,6 +46,8 @@ pub enum End {
     ClientGone,
     /// Read on after the client left for longer than `streams.max_duration_secs`.
     TooLong,
+    /// Cancelled on request (`DELETE /tether/streams/{id}`, or too many detached streams).
+    Cancelled,
 }
 
 #[derive(Debug, Default)]
@@ -120,22 +124,28 @@ pub struct Detach {
     pub policy: OnDisconnect,
     pub max_duration: Duration,
     pub tracker: TaskTracker,
+    pub detached: std::sync::Arc<Detached>,
 }
 
 pub struct TeeBody {
-    /// `None` once handed to a drain task.
+    /// `None` once handed to a drain task or dropped on cancel.
     inner: Option<UpstreamBody>,
     /// `None` once the end is named.
     tap: Option<Tap>,
     detach: Detach,
+    cancel: CancellationToken,
+    /// Polled only while the upstream has nothing, so a busy stream pays nothing for it.
+    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
 impl TeeBody {
-    pub fn new(inner: UpstreamBody, tap: Tap, detach: Detach) -> Self {
+    pub fn new(inner: UpstreamBody, tap: Tap, detach: Detach, cancel: CancellationToken) -> Self {
         Self {
             inner: Some(inner),
             tap: Some(tap),
             detach,
+            cancelled: Box::pin(cancel.clone().cancelled_owned()),
+            cancel,
         }
     }
 
@@ -172,7 +182,15 @@ impl HttpBody for TeeBody {
             }
             Poll::Ready(Some(Err(_))) => this.finish(End::UpstreamError),
             Poll::Ready(None) => this.finish(End::Complete),
-            Poll::Pending => {}
+            Poll::Pending => {
+                if this.cancelled.as_mut().poll(cx).is_ready() {
+                    // Dropping the body closes the upstream connection; the
+                    // client's stream ends cleanly.
+                    this.inner = None;
+                    this.finish(End::Cancelled);
+                    return Poll::Ready(None);
+                }
+            }
         }
         polled
     }
@@ -193,9 +211,15 @@ impl Drop for TeeBody {
     fn drop(&mut self) {
         let Some(tap) = self.tap.take() else { return };
         match (self.detach.policy, self.inner.take()) {
+            (_, Some(_)) if self.cancel.is_cancelled() => tap.finish(End::Cancelled),
             (OnDisconnect::Finish, Some(body)) => {
                 let max = self.detach.max_duration;
-                self.detach.tracker.spawn(drain(body, tap, max));
+                let guard = self.detach.detached.enter(self.cancel.clone());
+                let cancel = self.cancel.clone();
+                self.detach.tracker.spawn(async move {
+                    drain(body, tap, max, cancel).await;
+                    drop(guard);
+                });
             }
             // Dropping the body closes the upstream connection.
             _ => tap.finish(End::ClientGone),
@@ -203,8 +227,9 @@ impl Drop for TeeBody {
     }
 }
 
-/// Reads the rest of an upstream body nobody is waiting for, for the recorder.
-async fn drain(mut body: UpstreamBody, tap: Tap, max: Duration) {
+/// Reads the rest of an upstream body nobody is waiting for, for the
+/// recorder, until it ends, `max` passes, or the stream is cancelled.
+async fn drain(mut body: UpstreamBody, tap: Tap, max: Duration, cancel: CancellationToken) {
     let read = async {
         loop {
             match body.frame().await {
@@ -218,8 +243,10 @@ async fn drain(mut body: UpstreamBody, tap: Tap, max: Duration) {
             }
         }
     };
-    let end = tokio::time::timeout(max, read)
-        .await
-        .unwrap_or(End::TooLong);
+    let end = tokio::select! {
+        end = tokio::time::timeout(max, read) => end.unwrap_or(End::TooLong),
+        () = cancel.cancelled() => End::Cancelled,
+    };
+    drop(body);
     tap.finish(end);
 }

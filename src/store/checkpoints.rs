@@ -1,0 +1,161 @@
+//! Stream checkpoints: the numbered SSE events of every recorded stream and
+//! its state, kept where another replica can read them. Only Redis has this
+//! interface: with the embedded store there are no other replicas, and the
+//! local hub registry (`stream::hub`) is where events live.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::StoreError;
+use crate::tenant::Tenant;
+
+/// The life of a stream: `active` until the upstream finishes (`done`), a
+/// client cancels it (`cancelled`), or the upstream or the owning replica
+/// fails (`interrupted`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamState {
+    Active,
+    Done,
+    Cancelled,
+    Interrupted,
+}
+
+impl StreamState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamState::Active => "active",
+            StreamState::Done => "done",
+            StreamState::Cancelled => "cancelled",
+            StreamState::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<StreamState> {
+        Some(match raw {
+            "active" => StreamState::Active,
+            "done" => StreamState::Done,
+            "cancelled" => StreamState::Cancelled,
+            "interrupted" => StreamState::Interrupted,
+            _ => return None,
+        })
+    }
+
+    pub fn is_final(self) -> bool {
+        self != StreamState::Active
+    }
+}
+
+/// What is known about a stream, as stored beside its events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRecord {
+    pub id: String,
+    pub tenant: Tenant,
+    pub session: String,
+    pub state: StreamState,
+    /// Data events checkpointed so far.
+    pub events: u64,
+    pub created_ms: u64,
+    /// Refreshed by the owning replica while the stream is active; a stream
+    /// whose heartbeat lapses is reported `interrupted`.
+    pub heartbeat_ms: u64,
+}
+
+impl StreamRecord {
+    /// The state a reader should see: an `active` stream whose owner stopped
+    /// beating for longer than `lapse` is `interrupted`.
+    pub fn effective_state(&self, now_ms: u64, lapse: Duration) -> StreamState {
+        if self.state == StreamState::Active
+            && now_ms.saturating_sub(self.heartbeat_ms) > lapse.as_millis() as u64
+        {
+            StreamState::Interrupted
+        } else {
+            self.state
+        }
+    }
+}
+
+/// Consecutive events, the first of them number `first` (0-based).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventBatch {
+    pub first: u64,
+    pub events: Vec<Bytes>,
+}
+
+/// Checkpointed events read back: events from the asked position on, the
+/// trailing bytes after the last event if the stream has ended with some,
+/// and where a live follower continues.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventsRead {
+    pub events: Vec<Bytes>,
+    pub tail: Option<Bytes>,
+    pub cursor: String,
+}
+
+/// Where another replica reads what this one streams.
+#[async_trait]
+pub trait CheckpointStore: Send + Sync + 'static {
+    /// Writes a new stream's record and marks it the session's active stream.
+    async fn open_stream(
+        &self,
+        record: &StreamRecord,
+        ttl: Duration,
+        history_ttl: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// Appends a batch and refreshes the heartbeat; true when a cancel was
+    /// requested. The first batch gives the events the record's `ttl`.
+    async fn append_events(
+        &self,
+        id: &str,
+        batch: &EventBatch,
+        heartbeat_ms: u64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// Refreshes the heartbeat; true when a cancel was requested.
+    async fn heartbeat(&self, id: &str, heartbeat_ms: u64) -> Result<bool, StoreError>;
+
+    /// Records the final state and trailing bytes; everything then expires after `retention`.
+    async fn close_stream(
+        &self,
+        record: &StreamRecord,
+        tail: Option<Bytes>,
+        retention: Duration,
+    ) -> Result<(), StoreError>;
+
+    async fn stream_record(&self, id: &str) -> Result<Option<StreamRecord>, StoreError>;
+
+    /// Events from number `from` (0-based) on.
+    async fn read_events(&self, id: &str, from: u64) -> Result<EventsRead, StoreError>;
+
+    /// Waits up to `block` for batches after `cursor`, on a connection of
+    /// the follower's own (a blocking read holds up its connection).
+    async fn follower(&self) -> Result<Box<dyn Follower>, StoreError>;
+
+    /// Asks the owning replica to cancel.
+    async fn request_cancel(&self, id: &str) -> Result<(), StoreError>;
+
+    /// The session's active stream, else its last one.
+    async fn session_stream(
+        &self,
+        tenant: &Tenant,
+        session: &str,
+    ) -> Result<Option<String>, StoreError>;
+}
+
+/// A live tail on a stream's checkpoints.
+#[async_trait]
+pub trait Follower: Send {
+    /// New events after `cursor` (advanced past them), the tail if it came,
+    /// or nothing when `block` passed first.
+    async fn next(
+        &mut self,
+        id: &str,
+        cursor: &mut String,
+        block: Duration,
+    ) -> Result<(Vec<Bytes>, Option<Bytes>), StoreError>;
+}

@@ -1,0 +1,360 @@
+//! Stream checkpoints in Redis. A stream's events are appended in batches,
+//! one stream entry (XADD) per batch, with the batch's first event number in
+//! its id (`{first}-1`) so a resume finds its starting batch with one
+//! XREVRANGE. Trailing bytes after the last event (an unterminated line, a
+//! final comment) are one more entry, `{events}-2`. The record beside it is
+//! a hash; both share the `{x:<id>}` hash tag.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redis::AsyncConnectionConfig;
+use redis::aio::MultiplexedConnection;
+
+use super::StoreError;
+use super::checkpoints::{
+    CheckpointStore, EventBatch, EventsRead, Follower, StreamRecord, StreamState,
+};
+use super::keys::Key;
+use super::redis::RedisStore;
+use crate::session::SessionId;
+use crate::tenant::Tenant;
+
+/// An XRANGE/XREAD entry: its id and its flat field/value list.
+type Entry = (String, Vec<Vec<u8>>);
+
+#[async_trait]
+impl CheckpointStore for RedisStore {
+    async fn open_stream(
+        &self,
+        record: &StreamRecord,
+        ttl: Duration,
+        history_ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let meta = Key::StreamMeta(&record.id).to_redis();
+        let mut pipe = redis::pipe();
+        pipe.hset_multiple(
+            &meta,
+            &[
+                ("state", record.state.as_str().to_string()),
+                ("tenant", record.tenant.to_string()),
+                ("session", record.session.clone()),
+                ("events", record.events.to_string()),
+                ("created_ms", record.created_ms.to_string()),
+                ("heartbeat_ms", record.heartbeat_ms.to_string()),
+            ],
+        )
+        .ignore()
+        .expire(&meta, ttl.as_secs() as i64)
+        .ignore();
+        let mut conn = self.conn.clone();
+        self.timed(pipe.query_async::<()>(&mut conn)).await?;
+        if let Ok(session) = SessionId::parse(&record.session) {
+            let session_meta = Key::SessionMeta(&record.tenant, &session).to_redis();
+            let mut pipe = redis::pipe();
+            pipe.hset_multiple(
+                &session_meta,
+                &[("active_stream", &record.id), ("last_stream", &record.id)],
+            )
+            .ignore()
+            .expire(&session_meta, history_ttl.as_secs() as i64)
+            .ignore();
+            self.timed(pipe.query_async::<()>(&mut conn)).await?;
+        }
+        Ok(())
+    }
+
+    async fn append_events(
+        &self,
+        id: &str,
+        batch: &EventBatch,
+        heartbeat_ms: u64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let events_key = Key::StreamEvents(id).to_redis();
+        let meta = Key::StreamMeta(id).to_redis();
+        let lens: Vec<String> = batch.events.iter().map(|e| e.len().to_string()).collect();
+        let data: Vec<u8> = batch
+            .events
+            .iter()
+            .flat_map(|e| e.iter().copied())
+            .collect();
+        let mut pipe = redis::pipe();
+        pipe.cmd("XADD")
+            .arg(&events_key)
+            .arg(format!("{}-1", batch.first))
+            .arg("n")
+            .arg(batch.first)
+            .arg("lens")
+            .arg(lens.join(","))
+            .arg("d")
+            .arg(data)
+            .ignore();
+        if batch.first == 0 {
+            // Until the stream closes, its events live as long as its record.
+            pipe.expire(&events_key, ttl.as_secs() as i64).ignore();
+        }
+        pipe.hset_multiple(
+            &meta,
+            &[
+                (
+                    "events",
+                    (batch.first + batch.events.len() as u64).to_string(),
+                ),
+                ("heartbeat_ms", heartbeat_ms.to_string()),
+            ],
+        )
+        .ignore()
+        .hget(&meta, "cancel");
+        let mut conn = self.conn.clone();
+        let (cancel,): (Option<String>,) = self.timed(pipe.query_async(&mut conn)).await?;
+        Ok(cancel.is_some())
+    }
+
+    async fn heartbeat(&self, id: &str, heartbeat_ms: u64) -> Result<bool, StoreError> {
+        let meta = Key::StreamMeta(id).to_redis();
+        let mut pipe = redis::pipe();
+        pipe.hset(&meta, "heartbeat_ms", heartbeat_ms)
+            .ignore()
+            .hget(&meta, "cancel");
+        let mut conn = self.conn.clone();
+        let (cancel,): (Option<String>,) = self.timed(pipe.query_async(&mut conn)).await?;
+        Ok(cancel.is_some())
+    }
+
+    async fn close_stream(
+        &self,
+        record: &StreamRecord,
+        tail: Option<Bytes>,
+        retention: Duration,
+    ) -> Result<(), StoreError> {
+        let events_key = Key::StreamEvents(&record.id).to_redis();
+        let meta = Key::StreamMeta(&record.id).to_redis();
+        let retention = retention.as_secs().max(1) as i64;
+        let mut pipe = redis::pipe();
+        if let Some(tail) = tail {
+            pipe.cmd("XADD")
+                .arg(&events_key)
+                .arg(format!("{}-2", record.events))
+                .arg("tail")
+                .arg(tail.as_ref())
+                .ignore();
+        }
+        pipe.hset_multiple(
+            &meta,
+            &[
+                ("state", record.state.as_str().to_string()),
+                ("events", record.events.to_string()),
+                ("heartbeat_ms", record.heartbeat_ms.to_string()),
+            ],
+        )
+        .ignore()
+        .expire(&meta, retention)
+        .ignore()
+        .expire(&events_key, retention)
+        .ignore();
+        let mut conn = self.conn.clone();
+        self.timed(pipe.query_async::<()>(&mut conn)).await?;
+        if let Ok(session) = SessionId::parse(&record.session) {
+            let session_meta = Key::SessionMeta(&record.tenant, &session).to_redis();
+            let active: Option<String> = self
+                .timed(
+                    redis::cmd("HGET")
+                        .arg(&session_meta)
+                        .arg("active_stream")
+                        .query_async(&mut conn),
+                )
+                .await?;
+            if active.as_deref() == Some(record.id.as_str()) {
+                self.timed(
+                    redis::cmd("HDEL")
+                        .arg(&session_meta)
+                        .arg("active_stream")
+                        .query_async::<()>(&mut conn),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn stream_record(&self, id: &str) -> Result<Option<StreamRecord>, StoreError> {
+        let meta = Key::StreamMeta(id).to_redis();
+        let mut conn = self.conn.clone();
+        let fields: HashMap<String, String> = self
+            .timed(redis::cmd("HGETALL").arg(&meta).query_async(&mut conn))
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let number = |k: &str| fields.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let corrupt = |what: &str| StoreError::Corrupt(format!("{meta}: {what}"));
+        Ok(Some(StreamRecord {
+            id: id.to_owned(),
+            tenant: fields
+                .get("tenant")
+                .and_then(|t| Tenant::parse(t))
+                .ok_or_else(|| corrupt("tenant"))?,
+            session: fields.get("session").cloned().unwrap_or_default(),
+            state: fields
+                .get("state")
+                .and_then(|s| StreamState::parse(s))
+                .ok_or_else(|| corrupt("state"))?,
+            events: number("events"),
+            created_ms: number("created_ms"),
+            heartbeat_ms: number("heartbeat_ms"),
+        }))
+    }
+
+    async fn read_events(&self, id: &str, from: u64) -> Result<EventsRead, StoreError> {
+        let key = Key::StreamEvents(id).to_redis();
+        let mut conn = self.conn.clone();
+        let start: Vec<Entry> = self
+            .timed(
+                redis::cmd("XREVRANGE")
+                    .arg(&key)
+                    .arg(format!("{from}-1"))
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let first_id = start.first().map_or("-".to_string(), |(id, _)| id.clone());
+        let entries: Vec<Entry> = self
+            .timed(
+                redis::cmd("XRANGE")
+                    .arg(&key)
+                    .arg(&first_id)
+                    .arg("+")
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let mut read = EventsRead {
+            cursor: "0-0".into(),
+            ..EventsRead::default()
+        };
+        for entry in entries {
+            absorb(&entry, from, &mut read.events, &mut read.tail)?;
+            read.cursor = entry.0;
+        }
+        Ok(read)
+    }
+
+    async fn follower(&self) -> Result<Box<dyn Follower>, StoreError> {
+        // No response timeout: the blocking read sets its own bound.
+        let config = AsyncConnectionConfig::new().set_response_timeout(None);
+        let conn = self
+            .timed(
+                self.client
+                    .get_multiplexed_async_connection_with_config(&config),
+            )
+            .await?;
+        Ok(Box::new(RedisFollower { conn }))
+    }
+
+    async fn request_cancel(&self, id: &str) -> Result<(), StoreError> {
+        let meta = Key::StreamMeta(id).to_redis();
+        let mut conn = self.conn.clone();
+        // HSETEX-free "set if the record exists": a cancel for an expired
+        // stream must not create a record without a TTL.
+        let script = redis::Script::new(
+            "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], 'cancel', '1') end return 0",
+        );
+        self.timed(script.key(&meta).invoke_async::<()>(&mut conn))
+            .await
+    }
+
+    async fn session_stream(
+        &self,
+        tenant: &Tenant,
+        session: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let Ok(session) = SessionId::parse(session) else {
+            return Ok(None);
+        };
+        let key = Key::SessionMeta(tenant, &session).to_redis();
+        let mut conn = self.conn.clone();
+        let (active, last): (Option<String>, Option<String>) = self
+            .timed(
+                redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg("active_stream")
+                    .arg("last_stream")
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(active.or(last))
+    }
+}
+
+/// Adds an entry's events numbered `from` or later (and its tail) to the output.
+fn absorb(
+    entry: &Entry,
+    from: u64,
+    events: &mut Vec<Bytes>,
+    tail: &mut Option<Bytes>,
+) -> Result<(), StoreError> {
+    let (id, flat) = entry;
+    let field = |name: &[u8]| {
+        flat.chunks(2)
+            .find(|kv| kv[0] == name)
+            .and_then(|kv| kv.get(1))
+    };
+    if let Some(bytes) = field(b"tail") {
+        *tail = Some(Bytes::copy_from_slice(bytes));
+        return Ok(());
+    }
+    let corrupt = || StoreError::Corrupt(format!("stream entry {id}"));
+    let first: u64 = field(b"n")
+        .and_then(|n| std::str::from_utf8(n).ok()?.parse().ok())
+        .ok_or_else(corrupt)?;
+    let lens = field(b"lens")
+        .and_then(|l| std::str::from_utf8(l).ok())
+        .ok_or_else(corrupt)?;
+    let data = Bytes::copy_from_slice(field(b"d").ok_or_else(corrupt)?);
+    let mut offset = 0;
+    for (i, len) in lens.split(',').filter(|l| !l.is_empty()).enumerate() {
+        let len: usize = len.parse().map_err(|_| corrupt())?;
+        let event = data.get(offset..offset + len).ok_or_else(corrupt)?;
+        if first + i as u64 >= from {
+            events.push(data.slice_ref(event));
+        }
+        offset += len;
+    }
+    Ok(())
+}
+
+struct RedisFollower {
+    conn: MultiplexedConnection,
+}
+
+#[async_trait]
+impl Follower for RedisFollower {
+    async fn next(
+        &mut self,
+        id: &str,
+        cursor: &mut String,
+        block: Duration,
+    ) -> Result<(Vec<Bytes>, Option<Bytes>), StoreError> {
+        let key = Key::StreamEvents(id).to_redis();
+        let reply: Option<Vec<(String, Vec<Entry>)>> = redis::cmd("XREAD")
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(cursor.as_str())
+            .query_async(&mut self.conn)
+            .await?;
+        let (mut events, mut tail) = (Vec::new(), None);
+        for (_, entries) in reply.unwrap_or_default() {
+            for entry in entries {
+                absorb(&entry, 0, &mut events, &mut tail)?;
+                *cursor = entry.0;
+            }
+        }
+        Ok((events, tail))
+    }
+}
