@@ -317,7 +317,11 @@ async fn tethers_own_prefix_is_never_forwarded() {
             "{path}: OpenAI-shaped error, got {body}"
         );
     }
-    let anonymous = client().get(tether.url("/tether/sessions")).send().await.unwrap();
+    let anonymous = client()
+        .get(tether.url("/tether/sessions"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(anonymous.status(), 401, "own routes need a credential");
     assert!(
         mock.requests().is_empty(),
