@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine with Rust installed: installs what
-# the tests need (redis-server), checks formatting and lints, runs every test.
+# the tests need (redis-server; a Python venv with the official openai SDK for
+# tests/sdk.rs), checks formatting and lints, runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,27 @@ if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/nul
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq redis-server >/dev/null
 fi
+
+# The SDK tests drive tether with the official OpenAI Python SDK, pinned here.
+OPENAI_SDK_VERSION=3.54.0
+SDK_VENV=target/sdk-venv
+if ! "$SDK_VENV/bin/python" -c '' >/dev/null 2>&1; then
+  echo "== creating $SDK_VENV"
+  rm -rf "$SDK_VENV"
+  if ! python3 -m venv "$SDK_VENV" >/dev/null 2>&1; then
+    rm -rf "$SDK_VENV"
+    echo "== installing python3-venv (apt-get)"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$SDK_VENV"
+  fi
+fi
+if ! "$SDK_VENV/bin/python" -c "import openai, sys; sys.exit(openai.__version__ != '$OPENAI_SDK_VERSION')" 2>/dev/null; then
+  echo "== installing openai==$OPENAI_SDK_VERSION into $SDK_VENV (pip)"
+  "$SDK_VENV/bin/python" -m pip install -q --disable-pip-version-check "openai==$OPENAI_SDK_VERSION"
+fi
+TETHER_SDK_PYTHON="$(pwd)/$SDK_VENV/bin/python"
+export TETHER_SDK_PYTHON
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

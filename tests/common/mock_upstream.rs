@@ -15,7 +15,8 @@
 //! | `x-mock-replay: NAME` | answer a recorded stream from `tests/fixtures/streams/NAME` byte for byte |
 //! | `x-mock-replay-chunk: B` | ... in pieces of B bytes (default 7) |
 //!
-//! Routes: `POST /v1/chat/completions` (stream and non-stream), `/echo`
+//! Routes: `POST /v1/chat/completions` (stream and non-stream), `POST
+//! /v1/responses` (non-stream; streams come from `x-mock-replay`), `/echo`
 //! (answers the request body as it streams in), `GET /download?bytes=N`
 //! (N deterministic binary bytes), anything else 404; all of them also under
 //! the base path `/openai`. Every request is
@@ -221,6 +222,7 @@ async fn respond(
     }
     Ok(match (parts.method.as_str(), path.as_str()) {
         ("POST", "/v1/chat/completions") => chat(shared, &headers, &body),
+        ("POST", "/v1/responses") => responses(&headers, &body),
         ("GET", "/download") => download(parts.uri.query().unwrap_or("")),
         _ => openai_error(StatusCode::NOT_FOUND, "no such mock route"),
     })
@@ -386,6 +388,43 @@ fn chat(shared: Arc<Shared>, headers: &HeaderMap, body: &[u8]) -> Response<Body>
         .header("content-type", "text/event-stream")
         .header("cache-control", "no-cache")
         .body(rx)
+        .unwrap()
+}
+
+/// A non-streamed Responses API answer: one assistant message whose text is
+/// the answer of `x-mock-chunks` chunks, with usage, as OpenAI shapes it.
+fn responses(headers: &HeaderMap, body: &[u8]) -> Response<Body> {
+    let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    if request["stream"] == serde_json::Value::Bool(true) {
+        return openai_error(
+            StatusCode::BAD_REQUEST,
+            "the mock streams the Responses API only through x-mock-replay",
+        );
+    }
+    let model = request["model"].as_str().unwrap_or("mock-model");
+    let n = knob(headers, "x-mock-chunks").unwrap_or(5);
+    let response = serde_json::json!({
+        "id": "resp_mock", "object": "response", "created_at": 0, "status": "completed",
+        "error": null, "incomplete_details": null,
+        "instructions": request.get("instructions").cloned().unwrap_or_default(),
+        "model": model,
+        "output": [{
+            "type": "message", "id": "msg_mock", "status": "completed", "role": "assistant",
+            "content": [{"type": "output_text", "text": answer(n), "annotations": []}]
+        }],
+        "parallel_tool_calls": true, "previous_response_id": null, "store": false,
+        "temperature": 1.0, "text": {"format": {"type": "text"}}, "tool_choice": "auto",
+        "tools": [], "top_p": 1.0, "truncation": "disabled",
+        "usage": {
+            "input_tokens": 3, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": n, "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": n + 3
+        },
+        "metadata": {}
+    });
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(full(response.to_string()))
         .unwrap()
 }
 
