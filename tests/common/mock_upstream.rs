@@ -55,6 +55,8 @@ struct Shared {
     seen: Mutex<Vec<SeenRequest>>,
     /// When each streamed chunk was handed to hyper, per request, in order.
     sent_at: Mutex<Vec<Instant>>,
+    /// Streams whose reader went away before the end (tether closed the connection).
+    abandoned: Mutex<Vec<Instant>>,
     gate: Semaphore,
 }
 
@@ -63,6 +65,7 @@ impl Default for Shared {
         Shared {
             seen: Mutex::default(),
             sent_at: Mutex::default(),
+            abandoned: Mutex::default(),
             gate: Semaphore::new(0),
         }
     }
@@ -135,6 +138,11 @@ impl MockUpstream {
     /// When each chunk of gated or delayed streams was sent, in order.
     pub fn chunk_send_times(&self) -> Vec<Instant> {
         self.shared.sent_at.lock().unwrap().clone()
+    }
+
+    /// When each chat stream whose reader went away before its end noticed it.
+    pub fn abandoned_streams(&self) -> Vec<Instant> {
+        self.shared.abandoned.lock().unwrap().clone()
     }
 
     /// Lets a gated stream send its next chunk.
@@ -480,6 +488,7 @@ impl StreamPlan {
             }
             shared.sent_at.lock().unwrap().push(Instant::now());
             if tx.send_data(self.chunk(i)).await.is_err() {
+                shared.abandoned.lock().unwrap().push(Instant::now());
                 return;
             }
         }
