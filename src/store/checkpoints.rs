@@ -150,12 +150,15 @@ pub trait CheckpointStore: Send + Sync + 'static {
 /// A live tail on a stream's checkpoints.
 #[async_trait]
 pub trait Follower: Send {
-    /// New events after `cursor` (advanced past them), the tail if it came,
-    /// or nothing when `block` passed first.
+    /// New events numbered `from` or later after `cursor` (advanced past
+    /// them), the tail if it came, or nothing when `block` passed first. A
+    /// resume may start past what was checkpointed, so the first batches it
+    /// reads can hold events the client already has.
     async fn next(
         &mut self,
         id: &str,
         cursor: &mut String,
+        from: u64,
         block: Duration,
     ) -> Result<(Vec<Bytes>, Option<Bytes>), StoreError>;
 }

@@ -337,6 +337,7 @@ impl Follower for RedisFollower {
         &mut self,
         id: &str,
         cursor: &mut String,
+        from: u64,
         block: Duration,
     ) -> Result<(Vec<Bytes>, Option<Bytes>), StoreError> {
         let key = Key::StreamEvents(id).to_redis();
@@ -351,7 +352,7 @@ impl Follower for RedisFollower {
         let (mut events, mut tail) = (Vec::new(), None);
         for (_, entries) in reply.unwrap_or_default() {
             for entry in entries {
-                absorb(&entry, 0, &mut events, &mut tail)?;
+                absorb(&entry, from, &mut events, &mut tail)?;
                 *cursor = entry.0;
             }
         }

@@ -188,7 +188,7 @@ async fn step(
         *follower = Some(store.follower().await?);
     }
     let live = follower.as_mut().expect("set above");
-    let (events, tail) = live.next(id, position, block).await?;
+    let (events, tail) = live.next(id, position, outbox.sent, block).await?;
     let quiet = events.is_empty() && tail.is_none();
     outbox.events(events);
     if tail.is_some() {

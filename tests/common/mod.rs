@@ -4,6 +4,7 @@
 
 pub mod history;
 pub mod mock_upstream;
+pub mod process;
 pub mod redis_server;
 pub mod tether;
 

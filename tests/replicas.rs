@@ -1,0 +1,160 @@
+//! Two tether replicas on one Redis: a stream that runs through one is
+//! resumed through the other, byte-identical, live to the end; and when the
+//! replica that owns a stream dies, the other reports it `interrupted` once
+//! its heartbeat lapses and still serves what was checkpointed.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::history::{KEY, get};
+use common::process::Process;
+use common::{MockUpstream, RedisServer, Tether, client};
+use serde_json::json;
+
+async fn start_stream(base: &str, session: &str, chunks: u32, delay_ms: u32) -> reqwest::Response {
+    let response = client()
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .header("x-session-id", session)
+        .header("x-mock-chunks", chunks.to_string())
+        .header("x-mock-delay-ms", delay_ms.to_string())
+        .json(&json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "tell me a story"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response
+}
+
+async fn read_events(response: &mut reqwest::Response, n: usize) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    while bytes.windows(2).filter(|w| w == b"\n\n").count() < n {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())
+            .await
+            .expect("events keep coming")
+            .unwrap()
+            .expect("the stream ended early");
+        bytes.extend_from_slice(&chunk);
+    }
+    bytes
+}
+
+async fn replica(mock: &MockUpstream, redis: &RedisServer) -> Tether {
+    let url = redis.url();
+    Tether::start_with(&mock.url(), move |s| {
+        s.redis.url = url;
+        s.streams.checkpoint_interval_ms = 50;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_stream_through_one_replica_resumes_on_the_other() {
+    let mock = MockUpstream::start().await;
+    let redis = RedisServer::start();
+    let (a, b) = (replica(&mock, &redis).await, replica(&mock, &redis).await);
+
+    let mut first = start_stream(&format!("http://{}", a.addr), "cross", 60, 15).await;
+    let id = first.headers()["x-stream-id"].to_str().unwrap().to_owned();
+    let head = read_events(&mut first, 10).await;
+    let have = head.windows(2).filter(|w| w == b"\n\n").count();
+    let followers: Vec<_> = (0..3)
+        .map(|_| {
+            let url = b.url(&format!("/tether/streams/{id}"));
+            tokio::spawn(async move { client().get(url).bearer_auth(KEY).send().await.unwrap().bytes().await.unwrap() })
+        })
+        .collect();
+    let resumed = client()
+        .get(b.url(&format!("/tether/streams/{id}?after={have}")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200, "replica B finds A's stream in Redis");
+    let rest = resumed.bytes().await.unwrap();
+    let original = {
+        let mut all = head.clone();
+        all.extend_from_slice(&first.bytes().await.unwrap());
+        all
+    };
+    let mut union = head;
+    union.extend_from_slice(&rest);
+    assert!(union == original, "resumed through B, byte for byte ({} vs {})", union.len(), original.len());
+    for follower in followers {
+        let got = follower.await.unwrap();
+        assert!(got == original, "each of three followers on B got the original bytes");
+    }
+    let (_, status) = get(&b, KEY, &format!("/streams/{id}/status")).await;
+    assert_eq!(status["state"], "done", "{status}");
+    assert_eq!(status["replica"], "remote");
+
+    let after_the_end = client()
+        .get(b.url(&format!("/tether/streams/{id}?after=59")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(after_the_end.ends_with("data: [DONE]\n\n"), "a finished stream replays from Redis: {after_the_end}");
+    let session = client().get(b.url("/tether/sessions/cross/stream")).bearer_auth(KEY).send().await.unwrap();
+    assert_eq!(session.status(), 200, "B finds the session's last stream too");
+    assert!(session.bytes().await.unwrap() == original);
+}
+
+#[tokio::test]
+async fn when_the_owner_dies_its_stream_is_interrupted_and_still_readable() {
+    let mock = MockUpstream::start().await;
+    let redis = RedisServer::start();
+    let a = Process::start(
+        &mock.url(),
+        &[
+            ("TETHER_REDIS__URL", &redis.url()),
+            ("TETHER_STREAMS__IDLE_TIMEOUT_SECS", "1"),
+            ("TETHER_STREAMS__CHECKPOINT_INTERVAL_MS", "20"),
+        ],
+    )
+    .await;
+    let url = redis.url();
+    let b = Tether::start_with(&mock.url(), |s| {
+        s.redis.url = url;
+        s.streams.idle_timeout_secs = 1;
+    })
+    .await;
+    let mut first = start_stream(&a.url(""), "doomed", 500, 20).await;
+    let id = first.headers()["x-stream-id"].to_str().unwrap().to_owned();
+    read_events(&mut first, 15).await;
+    tokio::time::sleep(Duration::from_millis(100)).await; // a checkpoint interval or more
+    a.signal(libc::SIGKILL);
+    let killed = Instant::now();
+
+    let deadline = killed + Duration::from_secs(10);
+    let status = loop {
+        let (_, status) = get(&b, KEY, &format!("/streams/{id}/status")).await;
+        if status["state"] == "interrupted" {
+            break status;
+        }
+        assert_eq!(status["state"], "active", "{status}");
+        assert!(Instant::now() < deadline, "never reported interrupted: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(killed.elapsed() >= Duration::from_secs(1), "not before the heartbeat lapses");
+    let checkpointed = status["events"].as_u64().unwrap();
+    assert!(checkpointed >= 15, "the events sent before the kill were checkpointed: {status}");
+
+    let replay = tokio::time::timeout(
+        Duration::from_secs(10),
+        client().get(b.url(&format!("/tether/streams/{id}"))).bearer_auth(KEY).send(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let text = tokio::time::timeout(Duration::from_secs(10), replay.text())
+        .await
+        .expect("the resume ends instead of waiting for a dead owner")
+        .unwrap();
+    assert_eq!(text.matches("data: ").count() as u64, checkpointed, "every checkpointed event, then the end");
+    assert!(text.starts_with("data: {") && !text.contains("[DONE]"));
+}
