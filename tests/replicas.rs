@@ -62,7 +62,17 @@ async fn a_stream_through_one_replica_resumes_on_the_other() {
     let followers: Vec<_> = (0..3)
         .map(|_| {
             let url = b.url(&format!("/tether/streams/{id}"));
-            tokio::spawn(async move { client().get(url).bearer_auth(KEY).send().await.unwrap().bytes().await.unwrap() })
+            tokio::spawn(async move {
+                client()
+                    .get(url)
+                    .bearer_auth(KEY)
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap()
+            })
         })
         .collect();
     let resumed = client()
@@ -80,10 +90,18 @@ async fn a_stream_through_one_replica_resumes_on_the_other() {
     };
     let mut union = head;
     union.extend_from_slice(&rest);
-    assert!(union == original, "resumed through B, byte for byte ({} vs {})", union.len(), original.len());
+    assert!(
+        union == original,
+        "resumed through B, byte for byte ({} vs {})",
+        union.len(),
+        original.len()
+    );
     for follower in followers {
         let got = follower.await.unwrap();
-        assert!(got == original, "each of three followers on B got the original bytes");
+        assert!(
+            got == original,
+            "each of three followers on B got the original bytes"
+        );
     }
     let (_, status) = get(&b, KEY, &format!("/streams/{id}/status")).await;
     assert_eq!(status["state"], "done", "{status}");
@@ -98,9 +116,21 @@ async fn a_stream_through_one_replica_resumes_on_the_other() {
         .text()
         .await
         .unwrap();
-    assert!(after_the_end.ends_with("data: [DONE]\n\n"), "a finished stream replays from Redis: {after_the_end}");
-    let session = client().get(b.url("/tether/sessions/cross/stream")).bearer_auth(KEY).send().await.unwrap();
-    assert_eq!(session.status(), 200, "B finds the session's last stream too");
+    assert!(
+        after_the_end.ends_with("data: [DONE]\n\n"),
+        "a finished stream replays from Redis: {after_the_end}"
+    );
+    let session = client()
+        .get(b.url("/tether/sessions/cross/stream"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        session.status(),
+        200,
+        "B finds the session's last stream too"
+    );
     assert!(session.bytes().await.unwrap() == original);
 }
 
@@ -137,16 +167,28 @@ async fn when_the_owner_dies_its_stream_is_interrupted_and_still_readable() {
             break status;
         }
         assert_eq!(status["state"], "active", "{status}");
-        assert!(Instant::now() < deadline, "never reported interrupted: {status}");
+        assert!(
+            Instant::now() < deadline,
+            "never reported interrupted: {status}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(killed.elapsed() >= Duration::from_secs(1), "not before the heartbeat lapses");
+    assert!(
+        killed.elapsed() >= Duration::from_secs(1),
+        "not before the heartbeat lapses"
+    );
     let checkpointed = status["events"].as_u64().unwrap();
-    assert!(checkpointed >= 15, "the events sent before the kill were checkpointed: {status}");
+    assert!(
+        checkpointed >= 15,
+        "the events sent before the kill were checkpointed: {status}"
+    );
 
     let replay = tokio::time::timeout(
         Duration::from_secs(10),
-        client().get(b.url(&format!("/tether/streams/{id}"))).bearer_auth(KEY).send(),
+        client()
+            .get(b.url(&format!("/tether/streams/{id}")))
+            .bearer_auth(KEY)
+            .send(),
     )
     .await
     .unwrap()
@@ -155,6 +197,10 @@ async fn when_the_owner_dies_its_stream_is_interrupted_and_still_readable() {
         .await
         .expect("the resume ends instead of waiting for a dead owner")
         .unwrap();
-    assert_eq!(text.matches("data: ").count() as u64, checkpointed, "every checkpointed event, then the end");
+    assert_eq!(
+        text.matches("data: ").count() as u64,
+        checkpointed,
+        "every checkpointed event, then the end"
+    );
     assert!(text.starts_with("data: {") && !text.contains("[DONE]"));
 }

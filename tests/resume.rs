@@ -12,7 +12,12 @@ use common::{MockUpstream, RedisServer, Tether, client, mock_upstream};
 use serde_json::json;
 
 /// Starts a streamed chat of `chunks` chunks, `delay_ms` apart, in `session`.
-async fn start_stream(tether: &Tether, session: &str, chunks: u32, delay_ms: u32) -> reqwest::Response {
+async fn start_stream(
+    tether: &Tether,
+    session: &str,
+    chunks: u32,
+    delay_ms: u32,
+) -> reqwest::Response {
     let response = client()
         .post(tether.url("/v1/chat/completions"))
         .bearer_auth(KEY)
@@ -24,7 +29,10 @@ async fn start_stream(tether: &Tether, session: &str, chunks: u32, delay_ms: u32
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert!(response.headers().contains_key("x-stream-id"), "a recorded stream names its id");
+    assert!(
+        response.headers().contains_key("x-stream-id"),
+        "a recorded stream names its id"
+    );
     response
 }
 
@@ -39,12 +47,21 @@ async fn read_events(response: &mut reqwest::Response, n: usize) -> Vec<u8> {
             .expect("the stream ended early");
         bytes.extend_from_slice(&chunk);
     }
-    assert_eq!(bytes.windows(2).filter(|w| w == b"\n\n").count(), n, "read exactly {n} events");
+    assert_eq!(
+        bytes.windows(2).filter(|w| w == b"\n\n").count(),
+        n,
+        "read exactly {n} events"
+    );
     bytes
 }
 
 async fn resume(tether: &Tether, path: &str) -> reqwest::Response {
-    client().get(tether.url(&format!("/tether{path}"))).bearer_auth(KEY).send().await.unwrap()
+    client()
+        .get(tether.url(&format!("/tether{path}")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// What the upstream sends for a mock stream of `n` chunks, straight from it.
@@ -75,10 +92,17 @@ async fn a_dropped_client_resumes_after_n_events_byte_for_byte() {
     let rest = resumed.bytes().await.unwrap();
     let mut whole = head;
     whole.extend_from_slice(&rest);
-    assert!(whole == direct_body(&mock, 60).await, "what the client got before and after the drop is the upstream's stream exactly");
+    assert!(
+        whole == direct_body(&mock, 60).await,
+        "what the client got before and after the drop is the upstream's stream exactly"
+    );
 
     let stored = wait_for_messages(&tether, KEY, "story", 2).await;
-    assert_eq!(stored[1]["content"], mock_upstream::answer(60), "history holds the full answer once");
+    assert_eq!(
+        stored[1]["content"],
+        mock_upstream::answer(60),
+        "history holds the full answer once"
+    );
     assert_eq!(stored[1]["stream_id"], id.as_str());
     let (_, status) = get(&tether, KEY, &format!("/streams/{id}/status")).await;
     assert_eq!(status["state"], "done");
@@ -94,13 +118,28 @@ async fn three_followers_of_a_live_stream_get_the_same_bytes() {
     let followers: Vec<_> = (0..3)
         .map(|_| {
             let url = tether.url(&format!("/tether/streams/{id}"));
-            tokio::spawn(async move { client().get(url).bearer_auth(KEY).send().await.unwrap().bytes().await.unwrap() })
+            tokio::spawn(async move {
+                client()
+                    .get(url)
+                    .bearer_auth(KEY)
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap()
+            })
         })
         .collect();
     let original = first.bytes().await.unwrap();
     for follower in followers {
         let got = follower.await.unwrap();
-        assert!(got == original, "a follower from event 0 gets the original bytes ({} vs {})", got.len(), original.len());
+        assert!(
+            got == original,
+            "a follower from event 0 gets the original bytes ({} vs {})",
+            got.len(),
+            original.len()
+        );
     }
 }
 
@@ -112,9 +151,17 @@ async fn event_ids_for_eventsource_clients() {
     let id = first.headers()["x-stream-id"].to_str().unwrap().to_owned();
     first.bytes().await.unwrap();
 
-    let with_ids = resume(&tether, &format!("/streams/{id}?ids=true")).await.text().await.unwrap();
+    let with_ids = resume(&tether, &format!("/streams/{id}?ids=true"))
+        .await
+        .text()
+        .await
+        .unwrap();
     let ids: Vec<&str> = with_ids.lines().filter(|l| l.starts_with("id: ")).collect();
-    assert_eq!(ids, ["id: 1", "id: 2", "id: 3", "id: 4", "id: 5", "id: 6"], "{with_ids}");
+    assert_eq!(
+        ids,
+        ["id: 1", "id: 2", "id: 3", "id: 4", "id: 5", "id: 6"],
+        "{with_ids}"
+    );
     let after_3 = client()
         .get(tether.url(&format!("/tether/streams/{id}")))
         .bearer_auth(KEY)
@@ -125,7 +172,10 @@ async fn event_ids_for_eventsource_clients() {
         .text()
         .await
         .unwrap();
-    assert!(after_3.starts_with("id: 4\ndata: "), "Last-Event-ID resumes after it, with ids: {after_3}");
+    assert!(
+        after_3.starts_with("id: 4\ndata: "),
+        "Last-Event-ID resumes after it, with ids: {after_3}"
+    );
     assert!(after_3.ends_with("id: 6\ndata: [DONE]\n\n"));
 }
 
@@ -143,7 +193,10 @@ async fn a_session_id_alone_finds_its_stream() {
     assert_eq!(resumed.status(), 200);
     let mut whole = head;
     whole.extend_from_slice(&resumed.bytes().await.unwrap());
-    assert!(whole == direct_body(&mock, 30).await, "the page picks up the answer still in flight");
+    assert!(
+        whole == direct_body(&mock, 30).await,
+        "the page picks up the answer still in flight"
+    );
 
     let other_tenant = client()
         .get(tether.url("/tether/sessions/page-load/stream"))
@@ -151,7 +204,11 @@ async fn a_session_id_alone_finds_its_stream() {
         .send()
         .await
         .unwrap();
-    assert_eq!(other_tenant.status(), 204, "another tenant's session has no stream for it");
+    assert_eq!(
+        other_tenant.status(),
+        204,
+        "another tenant's session has no stream for it"
+    );
 }
 
 #[tokio::test]
@@ -161,13 +218,20 @@ async fn unknown_and_foreign_streams_are_404() {
     let first = start_stream(&tether, "mine", 3, 0).await;
     let id = first.headers()["x-stream-id"].to_str().unwrap().to_owned();
     first.bytes().await.unwrap();
-    for path in ["/streams/0123456789abcdef0123456789abcdef", "/streams/..%2F..%2Fetc", "/streams/0123/status"] {
+    for path in [
+        "/streams/0123456789abcdef0123456789abcdef",
+        "/streams/..%2F..%2Fetc",
+        "/streams/0123/status",
+    ] {
         let (status, body) = get(&tether, KEY, path).await;
         assert_eq!(status, 404, "{path}: {body}");
     }
     for path in [format!("/streams/{id}"), format!("/streams/{id}/status")] {
         let (status, _) = get(&tether, "sk-another-tenant", &path).await;
-        assert_eq!(status, 404, "{path}: another tenant's stream does not exist for it");
+        assert_eq!(
+            status, 404,
+            "{path}: another tenant's stream does not exist for it"
+        );
     }
     let (status, _) = get(&tether, KEY, &format!("/streams/{id}?after=x")).await;
     assert_eq!(status, 400);
@@ -182,36 +246,74 @@ async fn cancel_closes_the_upstream_and_records_the_partial_answer() {
     read_events(&mut first, 3).await;
     let follower = {
         let url = tether.url(&format!("/tether/streams/{id}?after=3"));
-        tokio::spawn(async move { client().get(url).bearer_auth(KEY).send().await.unwrap().bytes().await })
+        tokio::spawn(async move {
+            client()
+                .get(url)
+                .bearer_auth(KEY)
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+        })
     };
 
     let cancelled_at = Instant::now();
-    let cancel = client().delete(tether.url(&format!("/tether/streams/{id}"))).bearer_auth(KEY).send().await.unwrap();
+    let cancel = client()
+        .delete(tether.url(&format!("/tether/streams/{id}")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(cancel.status(), 200);
     let body: serde_json::Value = cancel.json().await.unwrap();
     assert_eq!(body["state"], "cancelled", "{body}");
-    let again = client().delete(tether.url(&format!("/tether/streams/{id}"))).bearer_auth(KEY).send().await.unwrap();
+    let again = client()
+        .delete(tether.url(&format!("/tether/streams/{id}")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), 200, "cancel is idempotent");
 
-    let rest = tokio::time::timeout(Duration::from_secs(5), first.bytes()).await.expect("the client's stream ends");
+    let rest = tokio::time::timeout(Duration::from_secs(5), first.bytes())
+        .await
+        .expect("the client's stream ends");
     assert!(rest.is_ok(), "the first client gets a clean end");
-    let followed = tokio::time::timeout(Duration::from_secs(5), follower).await.expect("followers end too");
+    let followed = tokio::time::timeout(Duration::from_secs(5), follower)
+        .await
+        .expect("followers end too");
     assert!(followed.unwrap().is_ok());
     let deadline = Instant::now() + Duration::from_secs(2);
     while mock.abandoned_streams().is_empty() {
-        assert!(Instant::now() < deadline, "the upstream connection was not closed");
+        assert!(
+            Instant::now() < deadline,
+            "the upstream connection was not closed"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(mock.abandoned_streams()[0] - cancelled_at < Duration::from_secs(1), "closed within a second");
+    assert!(
+        mock.abandoned_streams()[0] - cancelled_at < Duration::from_secs(1),
+        "closed within a second"
+    );
     let stored = wait_for_messages(&tether, KEY, "cancelled", 2).await;
-    assert_eq!(stored[1]["complete"], false, "the partial reply is recorded as incomplete");
-    assert!(stored[1]["content"].as_str().unwrap().starts_with("tok0 tok1 tok2 "));
+    assert_eq!(
+        stored[1]["complete"], false,
+        "the partial reply is recorded as incomplete"
+    );
+    assert!(
+        stored[1]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("tok0 tok1 tok2 ")
+    );
 }
 
 #[tokio::test]
 async fn a_client_leaving_with_policy_cancel_closes_the_upstream_within_a_second() {
     let mock = MockUpstream::start().await;
-    let tether = Tether::start_with(&mock.url(), |s| s.streams.on_disconnect = "cancel".into()).await;
+    let tether =
+        Tether::start_with(&mock.url(), |s| s.streams.on_disconnect = "cancel".into()).await;
     let mut first = start_stream(&tether, "leaver", 200, 20).await;
     let id = first.headers()["x-stream-id"].to_str().unwrap().to_owned();
     read_events(&mut first, 2).await;
@@ -219,7 +321,10 @@ async fn a_client_leaving_with_policy_cancel_closes_the_upstream_within_a_second
     drop(first);
     let deadline = Instant::now() + Duration::from_secs(2);
     while mock.abandoned_streams().is_empty() {
-        assert!(Instant::now() < deadline, "the upstream connection stayed open");
+        assert!(
+            Instant::now() < deadline,
+            "the upstream connection stayed open"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(mock.abandoned_streams()[0] - left_at < Duration::from_secs(1));
@@ -247,8 +352,13 @@ async fn finished_streams_expire_after_the_retention() {
     tokio::time::sleep(Duration::from_millis(2200)).await;
     let (status, body) = get(&tether, KEY, &format!("/streams/{id}")).await;
     assert_eq!(status, 404, "expired: {body}");
-    let keys = redis.cli(&["--scan", "--pattern", &format!("tether:{{x:{id}}}:*")]).unwrap();
-    assert!(keys.trim().is_empty(), "its checkpoints are gone from Redis: {keys}");
+    let keys = redis
+        .cli(&["--scan", "--pattern", &format!("tether:{{x:{id}}}:*")])
+        .unwrap();
+    assert!(
+        keys.trim().is_empty(),
+        "its checkpoints are gone from Redis: {keys}"
+    );
     let none = resume(&tether, "/sessions/brief/stream").await;
     assert_eq!(none.status(), 204, "and the session has no stream left");
 }

@@ -78,4 +78,3 @@ impl Drop for Process {
         let _ = self.child.wait();
     }
 }
-
