@@ -19,7 +19,7 @@ pub struct App {
     /// Where stream checkpoints go for other replicas; `None` with the embedded store.
     pub checkpoints: Option<Arc<dyn CheckpointStore>>,
     /// This replica's stream hubs.
-    pub streams: Registry,
+    pub streams: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     /// Background work (recording, checkpoints) that shutdown waits for.
     pub tracker: TaskTracker,
@@ -41,7 +41,13 @@ impl App {
             history_ttl: settings.history_ttl,
         };
         let stores = store::connect(&settings.store, retention).await?;
-        let streams = Registry::new(settings.streams.retention, settings.streams.max_detached);
+        let streams = Arc::new(Registry::new(
+            settings.streams.retention,
+            settings.streams.max_detached,
+        ));
+        if let Some(checkpoints) = &stores.checkpoints {
+            crate::stream::cancels::spawn(checkpoints.clone(), Arc::downgrade(&streams));
+        }
         Ok(Arc::new(App {
             settings,
             proxy,

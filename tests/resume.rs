@@ -362,3 +362,35 @@ async fn finished_streams_expire_after_the_retention() {
     let none = resume(&tether, "/sessions/brief/stream").await;
     assert_eq!(none.status(), 204, "and the session has no stream left");
 }
+
+/// With `streams.max_detached = 1`, a second client leaving mid-stream
+/// cancels the oldest detached stream; the newer one is read to the end.
+#[tokio::test]
+async fn detached_streams_are_bounded_by_cancelling_the_oldest() {
+    let mock = MockUpstream::start().await;
+    let tether = Tether::start_with(&mock.url(), |s| s.streams.max_detached = 1).await;
+    let mut older = start_stream(&tether, "older", 100, 20).await;
+    let older_id = older.headers()["x-stream-id"].to_str().unwrap().to_owned();
+    read_events(&mut older, 2).await;
+    drop(older);
+    let mut newer = start_stream(&tether, "newer", 20, 20).await;
+    let newer_id = newer.headers()["x-stream-id"].to_str().unwrap().to_owned();
+    read_events(&mut newer, 2).await;
+    drop(newer);
+
+    let older_reply = &wait_for_messages(&tether, KEY, "older", 2).await[1];
+    assert_eq!(
+        older_reply["complete"], false,
+        "the oldest detached stream was cancelled: {older_reply}"
+    );
+    let (_, status) = get(&tether, KEY, &format!("/streams/{older_id}/status")).await;
+    assert_eq!(status["state"], "cancelled");
+    let newer_reply = &wait_for_messages(&tether, KEY, "newer", 2).await[1];
+    assert_eq!(
+        newer_reply["content"],
+        mock_upstream::answer(20),
+        "the newer one was read to the end"
+    );
+    let (_, status) = get(&tether, KEY, &format!("/streams/{newer_id}/status")).await;
+    assert_eq!(status["state"], "done");
+}

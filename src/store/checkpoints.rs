@@ -106,18 +106,18 @@ pub trait CheckpointStore: Send + Sync + 'static {
         history_ttl: Duration,
     ) -> Result<(), StoreError>;
 
-    /// Appends a batch and refreshes the heartbeat; true when a cancel was
-    /// requested. The first batch gives the events the record's `ttl`.
+    /// Appends a batch (one command; the first batch also gives the events
+    /// the record's `ttl`).
     async fn append_events(
         &self,
         id: &str,
         batch: &EventBatch,
-        heartbeat_ms: u64,
         ttl: Duration,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<(), StoreError>;
 
-    /// Refreshes the heartbeat; true when a cancel was requested.
-    async fn heartbeat(&self, id: &str, heartbeat_ms: u64) -> Result<bool, StoreError>;
+    /// Refreshes the heartbeat and the event count; true when a cancel was requested.
+    async fn heartbeat(&self, id: &str, heartbeat_ms: u64, events: u64)
+    -> Result<bool, StoreError>;
 
     /// Records the final state and trailing bytes; everything then expires after `retention`.
     async fn close_stream(
@@ -136,6 +136,9 @@ pub trait CheckpointStore: Send + Sync + 'static {
     /// the follower's own (a blocking read holds up its connection).
     async fn follower(&self) -> Result<Box<dyn Follower>, StoreError>;
 
+    /// Stream ids whose cancel was requested, as they are (for the owner).
+    async fn cancel_requests(&self) -> Result<CancelRequests, StoreError>;
+
     /// Asks the owning replica to cancel.
     async fn request_cancel(&self, id: &str) -> Result<(), StoreError>;
 
@@ -146,6 +149,9 @@ pub trait CheckpointStore: Send + Sync + 'static {
         session: &str,
     ) -> Result<Option<String>, StoreError>;
 }
+
+/// Cancel requests as they are broadcast: stream ids.
+pub type CancelRequests = std::pin::Pin<Box<dyn futures_util::Stream<Item = String> + Send>>;
 
 /// A live tail on a stream's checkpoints.
 #[async_trait]

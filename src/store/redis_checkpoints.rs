@@ -15,7 +15,7 @@ use redis::aio::MultiplexedConnection;
 
 use super::StoreError;
 use super::checkpoints::{
-    CheckpointStore, EventBatch, EventsRead, Follower, StreamRecord, StreamState,
+    CancelRequests, CheckpointStore, EventBatch, EventsRead, Follower, StreamRecord, StreamState,
 };
 use super::keys::Key;
 use super::redis::RedisStore;
@@ -24,6 +24,10 @@ use crate::tenant::Tenant;
 
 /// An XRANGE/XREAD entry: its id and its flat field/value list.
 type Entry = (String, Vec<Vec<u8>>);
+
+/// Where cancel requests are broadcast: every replica listens, the one
+/// that owns the stream acts.
+pub const CANCEL_CHANNEL: &str = "tether:cancel";
 
 #[async_trait]
 impl CheckpointStore for RedisStore {
@@ -70,11 +74,9 @@ impl CheckpointStore for RedisStore {
         &self,
         id: &str,
         batch: &EventBatch,
-        heartbeat_ms: u64,
         ttl: Duration,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<(), StoreError> {
         let events_key = Key::StreamEvents(id).to_redis();
-        let meta = Key::StreamMeta(id).to_redis();
         let lens: Vec<String> = batch.events.iter().map(|e| e.len().to_string()).collect();
         let data: Vec<u8> = batch
             .events
@@ -96,27 +98,19 @@ impl CheckpointStore for RedisStore {
             // Until the stream closes, its events live as long as its record.
             pipe.expire(&events_key, ttl.as_secs() as i64).ignore();
         }
-        pipe.hset_multiple(
-            &meta,
-            &[
-                (
-                    "events",
-                    (batch.first + batch.events.len() as u64).to_string(),
-                ),
-                ("heartbeat_ms", heartbeat_ms.to_string()),
-            ],
-        )
-        .ignore()
-        .hget(&meta, "cancel");
         let mut conn = self.conn.clone();
-        let (cancel,): (Option<String>,) = self.timed(pipe.query_async(&mut conn)).await?;
-        Ok(cancel.is_some())
+        self.timed(pipe.query_async::<()>(&mut conn)).await
     }
 
-    async fn heartbeat(&self, id: &str, heartbeat_ms: u64) -> Result<bool, StoreError> {
+    async fn heartbeat(
+        &self,
+        id: &str,
+        heartbeat_ms: u64,
+        events: u64,
+    ) -> Result<bool, StoreError> {
         let meta = Key::StreamMeta(id).to_redis();
         let mut pipe = redis::pipe();
-        pipe.hset(&meta, "heartbeat_ms", heartbeat_ms)
+        pipe.hset_multiple(&meta, &[("heartbeat_ms", heartbeat_ms), ("events", events)])
             .ignore()
             .hget(&meta, "cancel");
         let mut conn = self.conn.clone();
@@ -182,13 +176,31 @@ impl CheckpointStore for RedisStore {
 
     async fn stream_record(&self, id: &str) -> Result<Option<StreamRecord>, StoreError> {
         let meta = Key::StreamMeta(id).to_redis();
+        let mut pipe = redis::pipe();
+        pipe.hgetall(&meta)
+            .cmd("XREVRANGE")
+            .arg(Key::StreamEvents(id).to_redis())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1);
         let mut conn = self.conn.clone();
-        let fields: HashMap<String, String> = self
-            .timed(redis::cmd("HGETALL").arg(&meta).query_async(&mut conn))
-            .await?;
+        let (fields, last): (HashMap<String, String>, Vec<Entry>) =
+            self.timed(pipe.query_async(&mut conn)).await?;
         if fields.is_empty() {
             return Ok(None);
         }
+        // The record's count is refreshed with the heartbeat; the last
+        // batch tells the count as of now.
+        let mut checkpointed = Vec::new();
+        if let Some(entry) = last.first() {
+            let mut ignored_tail = None;
+            absorb(entry, 0, &mut checkpointed, &mut ignored_tail)?;
+        }
+        let last_batch_end = last
+            .first()
+            .and_then(|(_, flat)| batch_first(flat))
+            .map_or(0, |first| first + checkpointed.len() as u64);
         let number = |k: &str| fields.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
         let corrupt = |what: &str| StoreError::Corrupt(format!("{meta}: {what}"));
         Ok(Some(StreamRecord {
@@ -202,7 +214,7 @@ impl CheckpointStore for RedisStore {
                 .get("state")
                 .and_then(|s| StreamState::parse(s))
                 .ok_or_else(|| corrupt("state"))?,
-            events: number("events"),
+            events: number("events").max(last_batch_end),
             created_ms: number("created_ms"),
             heartbeat_ms: number("heartbeat_ms"),
         }))
@@ -258,13 +270,30 @@ impl CheckpointStore for RedisStore {
     async fn request_cancel(&self, id: &str) -> Result<(), StoreError> {
         let meta = Key::StreamMeta(id).to_redis();
         let mut conn = self.conn.clone();
-        // HSETEX-free "set if the record exists": a cancel for an expired
-        // stream must not create a record without a TTL.
+        // "Set if the record exists": a cancel for an expired stream must
+        // not create a record without a TTL. The flag is for the owner's
+        // next heartbeat, should it miss the broadcast below.
         let script = redis::Script::new(
             "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], 'cancel', '1') end return 0",
         );
         self.timed(script.key(&meta).invoke_async::<()>(&mut conn))
-            .await
+            .await?;
+        self.timed(
+            redis::cmd("PUBLISH")
+                .arg(CANCEL_CHANNEL)
+                .arg(id)
+                .query_async::<()>(&mut conn),
+        )
+        .await
+    }
+
+    async fn cancel_requests(&self) -> Result<CancelRequests, StoreError> {
+        let mut pubsub = self.timed(self.client.get_async_pubsub()).await?;
+        self.timed(pubsub.subscribe(CANCEL_CHANNEL)).await?;
+        let ids = futures_util::StreamExt::filter_map(pubsub.into_on_message(), |msg| async move {
+            msg.get_payload::<String>().ok()
+        });
+        Ok(Box::pin(ids))
     }
 
     async fn session_stream(
@@ -288,6 +317,12 @@ impl CheckpointStore for RedisStore {
             .await?;
         Ok(active.or(last))
     }
+}
+
+/// The first event number of a batch entry (`None` for the tail entry).
+fn batch_first(flat: &[Vec<u8>]) -> Option<u64> {
+    let n = flat.chunks(2).find(|kv| kv[0] == b"n")?.get(1)?;
+    std::str::from_utf8(n).ok()?.parse().ok()
 }
 
 /// Adds an entry's events numbered `from` or later (and its tail) to the output.

@@ -1,9 +1,9 @@
 //! The checkpoint writer: one task per stream that batches its events into
 //! the checkpoint store (Redis), so another replica can resume it. A batch
-//! goes out every `streams.checkpoint_interval_ms` or at
-//! `streams.checkpoint_max_events` events, whichever comes first, and the
-//! heartbeat rides on it; a quiet stream still beats every third of
-//! `streams.idle_timeout_secs`.
+//! (one XADD) goes out every `streams.checkpoint_interval_ms` or at
+//! `streams.checkpoint_max_events` events, whichever comes first. The
+//! heartbeat (with the event count, and a look for a missed cancel request)
+//! goes out every third of `streams.idle_timeout_secs`.
 //!
 //! The writer never slows the stream: it is fed with `try_send`, and when
 //! the store is slow or down it stops writing that stream's events (the
@@ -118,7 +118,7 @@ async fn run(
     let mut batch = EventBatch::default();
     let mut tick = tokio::time::interval(settings.interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_write = Instant::now();
+    let mut last_beat = Instant::now();
     let (state, tail) = loop {
         tokio::select! {
             msg = rx.recv() => match msg {
@@ -126,19 +126,16 @@ async fn run(
                     batch.events.push(event);
                     if batch.events.len() >= settings.max_events {
                         healthy = flush(&*store, &hub, &mut batch, &mut record, healthy, &settings, &metrics).await;
-                        last_write = Instant::now();
                     }
                 }
                 Some(Checkpoint::End { state, tail }) => break (state, tail),
                 None => break (StreamState::Interrupted, None),
             },
             _ = tick.tick() => {
-                if !batch.events.is_empty() {
-                    healthy = flush(&*store, &hub, &mut batch, &mut record, healthy, &settings, &metrics).await;
-                    last_write = Instant::now();
-                } else if healthy && last_write.elapsed() >= settings.heartbeat {
-                    last_write = Instant::now();
-                    match store.heartbeat(&hub.id, now_ms()).await {
+                healthy = flush(&*store, &hub, &mut batch, &mut record, healthy, &settings, &metrics).await;
+                if healthy && last_beat.elapsed() >= settings.heartbeat {
+                    last_beat = Instant::now();
+                    match store.heartbeat(&hub.id, now_ms(), record.events).await {
                         Ok(true) => hub.cancel(),
                         Ok(false) => {}
                         Err(e) => tracing::debug!(stream = %hub.id, error = %e, "heartbeat failed"),
@@ -184,18 +181,15 @@ async fn flush(
     }
     batch.first = record.events;
     match store
-        .append_events(&hub.id, batch, now_ms(), settings.active_ttl)
+        .append_events(&hub.id, batch, settings.active_ttl)
         .await
     {
-        Ok(cancel) => {
+        Ok(()) => {
             record.events += batch.events.len() as u64;
             metrics
                 .checkpointed_events
                 .inc_by(batch.events.len() as u64);
             batch.events.clear();
-            if cancel {
-                hub.cancel();
-            }
             true
         }
         Err(e) => {

@@ -4,6 +4,7 @@
 //! checkpoint writer that makes them resumable on other replicas, and the
 //! replay bodies that serve a resume.
 
+pub mod cancels;
 pub mod checkpoint;
 pub mod hub;
 pub mod replay;
