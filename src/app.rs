@@ -9,6 +9,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::proxy::{ClientError, Proxy};
+use crate::record::history_writer::HistoryWriter;
 use crate::store::{self, CheckpointStore, Store, StoreError};
 use crate::stream::Registry;
 
@@ -16,6 +17,8 @@ pub struct App {
     pub settings: Settings,
     pub proxy: Proxy,
     pub store: Arc<dyn Store>,
+    /// The write-behind queue in front of `store` for recorded turns.
+    pub history: Arc<HistoryWriter>,
     /// Where stream checkpoints go for other replicas; `None` with the embedded store.
     pub checkpoints: Option<Arc<dyn CheckpointStore>>,
     /// This replica's stream hubs.
@@ -48,13 +51,20 @@ impl App {
         if let Some(checkpoints) = &stores.checkpoints {
             crate::stream::cancels::spawn(checkpoints.clone(), Arc::downgrade(&streams));
         }
+        let metrics = Arc::new(Metrics::new());
+        let history = Arc::new(HistoryWriter::spawn(
+            stores.history.clone(),
+            metrics.clone(),
+            settings.store_queue_capacity,
+        ));
         Ok(Arc::new(App {
             settings,
             proxy,
             store: stores.history,
+            history,
             checkpoints: stores.checkpoints,
             streams,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             tracker: TaskTracker::new(),
         }))
     }

@@ -135,12 +135,13 @@ pub async fn handle(
         encoding,
         max_bytes: app.settings.record.max_response_bytes,
         stream,
+        done: None,
     };
     let (tap, recording) = tap();
     app.tracker.spawn(recorder::run(
         job,
         recording,
-        app.store.clone(),
+        app.history.clone(),
         app.metrics.clone(),
     ));
     let detach = Detach {

@@ -64,6 +64,8 @@ pub struct Settings {
     pub server: ServerSettings,
     pub upstream: UpstreamSettings,
     pub store: StoreSettings,
+    /// History turns that may wait for the store (write-behind queue).
+    pub store_queue_capacity: usize,
     pub history_ttl: Duration,
     pub sessions: SessionSettings,
     pub auth: AuthSettings,
@@ -202,6 +204,8 @@ impl RawSettings {
             server,
             upstream: self.upstream.validate()?,
             store: self.redis.validate()?,
+            store_queue_capacity: positive("store.queue_capacity", self.store.queue_capacity)?
+                as usize,
             history_ttl: Duration::from_secs(positive("history.ttl_secs", self.history.ttl_secs)?),
             sessions: SessionSettings {
                 from_user: self.sessions.from_user,

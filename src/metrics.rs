@@ -5,6 +5,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -31,6 +32,10 @@ pub struct Metrics {
     pub resumes: Family<SourceLabel, Counter>,
     /// Streams cancelled through `DELETE /tether/streams/{id}`.
     pub cancels: Counter,
+    /// History turns waiting in the write-behind queue.
+    pub history_queue_depth: Gauge,
+    /// Store commands that failed (each retry counts).
+    pub store_errors: Counter,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -97,8 +102,22 @@ impl Metrics {
         );
         let cancels = Counter::default();
         registry.register("cancels", "Streams cancelled by request", cancels.clone());
+        let history_queue_depth = Gauge::default();
+        registry.register(
+            "history_queue_depth",
+            "History turns waiting in the write-behind queue",
+            history_queue_depth.clone(),
+        );
+        let store_errors = Counter::default();
+        registry.register(
+            "store_errors",
+            "Store operations that failed (each retry counts)",
+            store_errors.clone(),
+        );
         Self {
             registry,
+            history_queue_depth,
+            store_errors,
             checkpointed_events,
             checkpoint_dropped,
             resumes,

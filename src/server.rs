@@ -91,6 +91,10 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
     {
         tracing::warn!("grace period over with background work still running");
     }
+    // Recorders have handed over their turns: write what waits.
+    app.history
+        .drain(deadline.saturating_duration_since(Instant::now()))
+        .await;
     tracing::info!("shut down");
 }
 

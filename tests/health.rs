@@ -47,7 +47,7 @@ async fn healthz_and_readyz_with_the_in_memory_store() {
     assert_eq!(status, 200);
     assert_eq!(
         body,
-        serde_json::json!({"store": "memory", "connected": true})
+        serde_json::json!({"store": "memory", "connected": true, "history_queue": 0})
     );
     assert!(
         mock.requests().is_empty(),
@@ -69,7 +69,7 @@ async fn readyz_follows_redis_down_and_back_while_forwarding_goes_on() {
     let body = wait_ready(&tether, 200).await;
     assert_eq!(
         body,
-        serde_json::json!({"store": "redis", "connected": true})
+        serde_json::json!({"store": "redis", "connected": true, "history_queue": 0})
     );
 
     redis.kill();

@@ -17,6 +17,8 @@ pub async fn readyz(app: &App) -> Response<Body> {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let value = serde_json::to_value(&health).unwrap_or_default();
+    let mut value = serde_json::to_value(&health).unwrap_or_default();
+    // Turns waiting for the store: non-zero while it is slow or away.
+    value["history_queue"] = app.history.depth().into();
     super::json(status, &value)
 }

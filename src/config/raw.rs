@@ -24,6 +24,7 @@ pub struct RawSettings {
     pub server: Server,
     pub upstream: Upstream,
     pub redis: Redis,
+    pub store: StoreQueue,
     pub history: History,
     pub sessions: Sessions,
     pub auth: Auth,
@@ -105,6 +106,20 @@ impl Default for Redis {
             password: String::new(),
             connect_timeout_ms: 2_000,
             command_timeout_ms: 2_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreQueue {
+    pub queue_capacity: u64,
+}
+
+impl Default for StoreQueue {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 10_000,
         }
     }
 }
@@ -227,13 +242,17 @@ pub fn load(sources: &Sources) -> Result<RawSettings, ConfigError> {
         .iter()
         .filter_map(|(name, key)| sources.env.get(*name).map(|v| (key.to_string(), v.clone())))
         .collect();
+    // Only `TETHER_SECTION__KEY` names are settings: other variables that
+    // happen to start with `TETHER_` (a wrapper script's, a test's) are not.
     let tether_env: config::Map<String, String> = sources
         .env
         .iter()
-        .filter(|(k, _)| k.starts_with("TETHER_"))
+        .filter(|(k, _)| {
+            k.strip_prefix("TETHER_")
+                .is_some_and(|rest| rest.contains("__"))
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-
     let mut builder = Config::builder()
         .add_source(Config::try_from(&RawSettings::default())?)
         .add_source(file)

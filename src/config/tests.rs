@@ -233,3 +233,20 @@ fn toml_roundtrip(text: &str) -> RawSettings {
         .try_deserialize()
         .unwrap()
 }
+
+#[test]
+fn only_section_key_names_are_settings() {
+    let settings = load(
+        None,
+        env(&[
+            ("TETHER_SDK_PYTHON", "/usr/bin/python3"),
+            ("TETHER_HOME", "/opt/tether"),
+        ]),
+        Flags::default(),
+    );
+    assert!(
+        settings.is_ok(),
+        "TETHER_ variables without SECTION__KEY are not settings: {:?}",
+        settings.err()
+    );
+}

@@ -7,11 +7,13 @@
 //! - [`sse`]: SSE parser that reports each event's byte range.
 //! - [`assemble`]: per-API folds from events (or a JSON body) to a [`Reply`].
 //! - [`request`]: a recorded request's model, session hints and conversation.
+//! - [`history_writer`]: the write-behind queue in front of the history store.
 //! - [`recorder`]: the task beside a recorded response that stores its turn.
 //! - [`turn`]: history de-duplication and the stored message shape.
 
 pub mod assemble;
 pub mod decode;
+pub mod history_writer;
 pub mod recorder;
 pub mod request;
 pub mod sse;

@@ -9,11 +9,12 @@ use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 
-use super::turn::{self, ReplyContext};
+use super::history_writer::{HistoryWriter, PendingTurn};
+use super::turn::ReplyContext;
 use super::{Api, Assembler, Decoder, Encoding, Reply, SseEvent, SseParser, TurnRequest};
 use crate::metrics::Metrics;
 use crate::session::SessionId;
-use crate::store::{Store, StreamState};
+use crate::store::StreamState;
 use crate::stream::checkpoint::CheckpointTx;
 use crate::stream::{End, Hub, Recording};
 use crate::tenant::Tenant;
@@ -30,6 +31,8 @@ pub struct RecordJob {
     pub max_bytes: usize,
     /// Where a resumable stream's events go.
     pub stream: Option<StreamSink>,
+    /// Told when the turn is stored, for callers that answer only then.
+    pub done: Option<tokio::sync::oneshot::Sender<bool>>,
 }
 
 /// A resumable stream's hub (this replica) and checkpoint writer (others).
@@ -38,11 +41,11 @@ pub struct StreamSink {
     pub checkpoint: Option<CheckpointTx>,
 }
 
-/// Records one exchange; returns once the turn is stored (or dropped and counted).
+/// Records one exchange; returns once the turn is queued for the history writer.
 pub async fn run(
     mut job: RecordJob,
     mut recording: Recording,
-    store: Arc<dyn Store>,
+    history: Arc<HistoryWriter>,
     metrics: Arc<Metrics>,
 ) {
     let mut fold = Fold::new(&job);
@@ -78,27 +81,15 @@ pub async fn run(
         complete: incomplete.is_none(),
         stream_id,
     };
-    let session_is_new = match store.session_exists(&job.tenant, &job.session).await {
-        Ok(exists) => !exists,
-        Err(_) => false,
-    };
-    let turn = turn::build(
-        &job.request,
-        reply.as_ref(),
-        session_is_new,
-        &context,
-        SystemTime::now(),
-    );
-    match store.append_turn(&job.tenant, &job.session, &turn).await {
-        Ok(()) => {
-            metrics.history_turns.inc();
-            metrics.history_messages.inc_by(turn.messages.len() as u64);
-        }
-        Err(e) => {
-            metrics.history_dropped.inc();
-            tracing::warn!(session = %job.session, error = %e, messages = turn.messages.len(), "history write failed; turn dropped");
-        }
-    }
+    history.submit(PendingTurn {
+        tenant: job.tenant,
+        session: job.session,
+        request: job.request,
+        reply,
+        context,
+        at: SystemTime::now(),
+        done: job.done,
+    });
 }
 
 /// The state a stream ends in. A recorder that fell behind holds a

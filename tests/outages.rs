@@ -1,0 +1,242 @@
+//! Faults around tether: Redis down, flapping or slow, and upstreams that
+//! fail in every way. Forwarding goes on unchanged; history waits in the
+//! write-behind queue and is flushed in order; what overflows is counted;
+//! a reply cut short is recorded as incomplete and its stream interrupted.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::history::{KEY, get, wait_for_messages};
+use common::{MockUpstream, RedisServer, Tether, client, mock_upstream};
+use serde_json::json;
+
+async fn turn(tether: &Tether, session: &str, text: &str) -> u16 {
+    let response = client()
+        .post(tether.url("/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .header("x-session-id", session)
+        .header("x-mock-chunks", "2")
+        .json(
+            &json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": text}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap();
+    assert!(
+        body.ends_with("data: [DONE]\n\n"),
+        "the stream is whole: {body}"
+    );
+    status
+}
+
+async fn metric(tether: &Tether, name: &str) -> u64 {
+    let text = client()
+        .get(tether.url("/tether/metrics"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn history_written_while_redis_is_down_is_flushed_in_order_when_it_returns() {
+    let mock = MockUpstream::start().await;
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    let tether = Tether::start_with(&mock.url(), |s| {
+        s.redis.url = url;
+        s.redis.command_timeout_ms = 300;
+        s.redis.connect_timeout_ms = 300;
+    })
+    .await;
+    redis.kill();
+    for i in 0..4 {
+        let started = Instant::now();
+        assert_eq!(
+            turn(&tether, "outage", &format!("question {i}")).await,
+            200,
+            "forwarding does not need Redis"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "no request waits on the dead Redis"
+        );
+    }
+    let (status, ready) = get(&tether, KEY, "/readyz").await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        ready["history_queue"], 4,
+        "the turns wait in the queue: {ready}"
+    );
+
+    redis.restart();
+    let stored = wait_for_messages(&tether, KEY, "outage", 8).await;
+    let questions: Vec<_> = stored
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        questions,
+        ["question 0", "question 1", "question 2", "question 3"],
+        "flushed in order"
+    );
+    assert_eq!(
+        metric(&tether, "tether_history_dropped_total").await,
+        0,
+        "nothing lost"
+    );
+    let (_, ready) = get(&tether, KEY, "/readyz").await;
+    assert_eq!(ready["history_queue"], 0);
+}
+
+#[tokio::test]
+async fn what_overflows_the_queue_is_counted_not_silently_lost() {
+    let mock = MockUpstream::start().await;
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    let tether = Tether::start_with(&mock.url(), |s| {
+        s.redis.url = url;
+        s.redis.command_timeout_ms = 300;
+        s.store.queue_capacity = 2;
+    })
+    .await;
+    redis.kill();
+    for i in 0..6 {
+        assert_eq!(turn(&tether, "overflow", &format!("q{i}")).await, 200);
+    }
+    // The writer holds one turn while it retries; two more wait in the queue.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(&tether, "tether_history_dropped_total").await < 3 {
+        assert!(Instant::now() < deadline, "drops are counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(metric(&tether, "tether_history_dropped_total").await, 3);
+    redis.restart();
+    let stored = wait_for_messages(&tether, KEY, "overflow", 6).await;
+    let questions: Vec<_> = stored
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        questions,
+        ["q0", "q1", "q2"],
+        "the first three were kept, in order"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_redis_delays_history_not_responses() {
+    let mock = MockUpstream::start().await;
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let tether = Tether::start_with(&mock.url(), |s| {
+        s.redis.url = url;
+        s.redis.command_timeout_ms = 500;
+    })
+    .await;
+    let port = redis.port.to_string();
+    let stall = std::thread::spawn(move || {
+        std::process::Command::new("redis-cli")
+            .args(["-p", &port, "DEBUG", "SLEEP", "2"])
+            .output()
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    for i in 0..3 {
+        turn(&tether, "slow", &format!("s{i}")).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "responses never waited for the frozen Redis"
+    );
+    stall.join().unwrap();
+    wait_for_messages(&tether, KEY, "slow", 6).await;
+}
+
+/// Each upstream fault: the client sees a clean end or a clear error, the
+/// partial reply is recorded with `"complete": false`, the stream is marked
+/// `interrupted`, nothing hangs.
+#[tokio::test]
+async fn upstream_faults_are_recorded_as_incomplete_and_interrupted() {
+    let mock = MockUpstream::start().await;
+    let tether = Tether::start_with(&mock.url(), |s| s.upstream.idle_timeout_secs = 1).await;
+    for (session, knob, value) in [
+        ("reset", "x-mock-reset-after", "3"),
+        ("stall", "x-mock-stall-after", "3"),
+    ] {
+        let response = client()
+            .post(tether.url("/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .header("x-session-id", session)
+            .header("x-mock-chunks", "10")
+            .header(knob, value)
+            .json(&json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        let id = response.headers()["x-stream-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let outcome = tokio::time::timeout(Duration::from_secs(5), response.bytes())
+            .await
+            .expect("nothing hangs");
+        assert!(
+            outcome.is_err(),
+            "{session}: the client's stream ends with an error"
+        );
+        let stored = wait_for_messages(&tether, KEY, session, 2).await;
+        assert_eq!(stored[1]["complete"], false, "{session}: {}", stored[1]);
+        assert_eq!(
+            stored[1]["content"],
+            mock_upstream::answer(3),
+            "{session}: what arrived is kept"
+        );
+        let (_, status) = get(&tether, KEY, &format!("/streams/{id}/status")).await;
+        assert_eq!(status["state"], "interrupted", "{session}");
+    }
+    let refused = client()
+        .post(tether.url("/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .header("x-session-id", "status")
+        .header("x-mock-status", "503")
+        .json(
+            &json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.status(),
+        503,
+        "the upstream's own error reaches the client"
+    );
+    let not_sse = client()
+        .post(tether.url("/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .header("x-session-id", "json-not-sse")
+        .json(&json!({"model": "m", "stream": false, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_sse.status(), 200);
+    not_sse.bytes().await.unwrap();
+    let stored = wait_for_messages(&tether, KEY, "json-not-sse", 2).await;
+    assert_eq!(
+        stored[1]["complete"], true,
+        "a JSON answer is recorded whole"
+    );
+}
