@@ -94,6 +94,8 @@ pub struct AuthSettings {
     pub tenancy: Tenancy,
     /// Sees every tenant; `None` when not set.
     pub admin_token: Option<String>,
+    /// Proxied requests without a credential are refused (401) instead of forwarded.
+    pub required: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -318,6 +320,7 @@ impl raw::Auth {
         Ok(AuthSettings {
             tenancy,
             admin_token: (!self.admin_token.is_empty()).then_some(self.admin_token),
+            required: self.required,
         })
     }
 }

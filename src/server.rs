@@ -148,6 +148,9 @@ async fn dispatch(
     client_ip: IpAddr,
 ) -> Result<Response<Body>, ProxyError> {
     let full = req.uri().path();
+    if has_dot_segments(full) {
+        return Err(ProxyError::DotSegments);
+    }
     let (session, rest) = match split_session_prefix(full) {
         Some((raw, rest)) => (Some(SessionId::parse(raw)?), rest.to_owned()),
         None => (None, full.to_owned()),
@@ -158,6 +161,9 @@ async fn dispatch(
         }
         let route = route.to_owned();
         return Ok(crate::api::handle(app, req, &route).await);
+    }
+    if app.settings.auth.required && crate::tenant::credential(req.headers()).is_none() {
+        return Err(ProxyError::Unauthorized);
     }
     if let Some(api) = recorded_api(app, &req, &rest) {
         return capture::handle(app, req, api, &rest, session, client_ip).await;
@@ -173,6 +179,16 @@ fn recorded_api(app: &App, req: &Request<Incoming>, path: &str) -> Option<Api> {
     record.then(|| Api::from_path(path)).flatten()
 }
 
+/// True when a segment of `path` is `.` or `..`, spelled out or
+/// percent-encoded: clients remove them (RFC 3986 5.2.4), so one that
+/// arrives is a trick to reach a path that a prefix check did not see.
+fn has_dot_segments(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    })
+}
+
 /// The part of `path` after the own prefix, if `path` is under it.
 fn own_route<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
     let rest = path.strip_prefix(prefix)?;
@@ -182,6 +198,22 @@ fn own_route<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::own_route;
+
+    #[test]
+    fn dot_segments_are_found_spelled_out_or_encoded() {
+        for tricky in [
+            "/s/../tether/sessions",
+            "/v1/./models",
+            "/v1/%2E%2E/tether",
+            "/v1/%2e",
+            "/..",
+        ] {
+            assert!(super::has_dot_segments(tricky), "{tricky}");
+        }
+        for plain in ["/v1/chat/completions", "/v1/files/a..b", "/v1/.well-known"] {
+            assert!(!super::has_dot_segments(plain), "{plain}");
+        }
+    }
 
     #[test]
     fn own_prefix_matches_whole_segments_only() {

@@ -147,6 +147,7 @@ pub struct Sessions {
 pub struct Auth {
     pub tenancy: String,
     pub admin_token: String,
+    pub required: bool,
 }
 
 impl Default for Auth {
@@ -154,6 +155,7 @@ impl Default for Auth {
         Self {
             tenancy: "api-key".into(),
             admin_token: String::new(),
+            required: false,
         }
     }
 }

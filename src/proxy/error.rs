@@ -20,6 +20,10 @@ pub enum ProxyError {
     ReservedPath,
     #[error("could not read the request body: {0}")]
     ClientBody(String),
+    #[error("a credential is required: Authorization: Bearer <key> (or x-api-key)")]
+    Unauthorized,
+    #[error("the path has dot segments (. or ..); send it normalized")]
+    DotSegments,
 
     // The upstream's fault.
     #[error("could not connect to the upstream: {0}")]
@@ -42,7 +46,8 @@ impl ProxyError {
             ProxyError::InvalidSession(_) => StatusCode::BAD_REQUEST,
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ReservedPath => StatusCode::NOT_FOUND,
-            ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ClientBody(_) | ProxyError::DotSegments => StatusCode::BAD_REQUEST,
+            ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
             ProxyError::Unreachable(_) | ProxyError::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout(_) | ProxyError::HeaderTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
@@ -58,6 +63,8 @@ impl ProxyError {
             ProxyError::PayloadTooLarge { .. } => "request_too_large",
             ProxyError::ReservedPath => "not_found",
             ProxyError::ClientBody(_) => "invalid_body",
+            ProxyError::Unauthorized => "unauthorized",
+            ProxyError::DotSegments => "invalid_path",
             ProxyError::Unreachable(_) => "upstream_unreachable",
             ProxyError::ConnectTimeout(_) => "upstream_connect_timeout",
             ProxyError::HeaderTimeout(_) => "upstream_timeout",
@@ -73,6 +80,7 @@ impl ProxyError {
 
     pub fn to_response(&self) -> Response<Body> {
         let kind = match self.status() {
+            StatusCode::UNAUTHORIZED => "authentication_error",
             s if s.is_client_error() => "invalid_request_error",
             _ => "server_error",
         };
@@ -97,6 +105,8 @@ mod tests {
             (ProxyError::InvalidSession(InvalidSessionId::Empty), 400),
             (ProxyError::PayloadTooLarge { limit: 1 }, 413),
             (ProxyError::ReservedPath, 404),
+            (ProxyError::Unauthorized, 401),
+            (ProxyError::DotSegments, 400),
             (ProxyError::Unreachable("refused".into()), 502),
             (ProxyError::UpstreamFailed("reset".into()), 502),
             (ProxyError::ConnectTimeout(Duration::from_secs(1)), 504),
