@@ -84,6 +84,16 @@ pub fn split_session_prefix(path: &str) -> Option<(&str, &str)> {
     }
 }
 
+/// True when a segment of `path` is `.` or `..`, spelled out or
+/// percent-encoded: clients remove them (RFC 3986 5.2.4), so one that
+/// arrives is a trick to reach a path that a prefix check did not see.
+pub fn has_dot_segments(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +139,22 @@ mod tests {
         );
         assert_eq!(derived, SessionId::from_user("alice@example.com"));
         assert!(SessionId::parse(SessionId::generate().as_str()).is_ok());
+    }
+
+    #[test]
+    fn dot_segments_are_found_spelled_out_or_encoded() {
+        for tricky in [
+            "/s/../tether/sessions",
+            "/v1/./models",
+            "/v1/%2E%2E/tether",
+            "/v1/%2e",
+            "/..",
+        ] {
+            assert!(has_dot_segments(tricky), "{tricky}");
+        }
+        for plain in ["/v1/chat/completions", "/v1/files/a..b", "/v1/.well-known"] {
+            assert!(!has_dot_segments(plain), "{plain}");
+        }
     }
 
     #[test]
