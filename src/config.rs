@@ -9,6 +9,7 @@
 //! the program uses.
 
 mod raw;
+mod redis_url;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -160,6 +161,12 @@ pub enum StoreSettings {
         connect_timeout: Duration,
         command_timeout: Duration,
     },
+    /// A Redis Cluster, reached through any of these nodes.
+    RedisCluster {
+        nodes: Vec<String>,
+        connect_timeout: Duration,
+        command_timeout: Duration,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,35 +273,6 @@ impl raw::Upstream {
             pool_idle_timeout: Duration::from_secs(self.pool_idle_timeout_secs),
             pool_max_idle_per_host: self.pool_max_idle_per_host as usize,
             ca_file,
-        })
-    }
-}
-
-impl raw::Redis {
-    /// `redis.url` wins; else `redis.host` (with port, db and password) builds one;
-    /// else there is no Redis and the in-memory store is used.
-    fn validate(self) -> Result<StoreSettings, ConfigError> {
-        let url = if !self.url.is_empty() {
-            self.url.clone()
-        } else if !self.host.is_empty() {
-            let auth = if self.password.is_empty() {
-                String::new()
-            } else {
-                format!(":{}@", percent_encode_userinfo(&self.password))
-            };
-            format!("redis://{auth}{}:{}/{}", self.host, self.port, self.db)
-        } else {
-            return Ok(StoreSettings::Memory);
-        };
-        redis::parse_redis_url(&url)
-            .filter(|u| matches!(u.scheme(), "redis" | "rediss" | "redis+unix" | "unix"))
-            .ok_or_else(|| ConfigError::invalid("redis.url", "not a redis:// or rediss:// URL"))?;
-        positive("redis.connect_timeout_ms", self.connect_timeout_ms)?;
-        positive("redis.command_timeout_ms", self.command_timeout_ms)?;
-        Ok(StoreSettings::Redis {
-            url,
-            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
-            command_timeout: Duration::from_millis(self.command_timeout_ms),
         })
     }
 }
@@ -410,13 +388,6 @@ fn positive(key: &'static str, value: u64) -> Result<u64, ConfigError> {
         return Err(ConfigError::invalid(key, "must be greater than 0"));
     }
     Ok(value)
-}
-
-/// Escapes the characters that would end the userinfo part of a URL.
-fn percent_encode_userinfo(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
 }
 
 #[cfg(test)]

@@ -88,6 +88,7 @@ impl Default for Upstream {
 #[serde(default, deny_unknown_fields)]
 pub struct Redis {
     pub url: String,
+    pub cluster_nodes: Vec<String>,
     pub host: String,
     pub port: u16,
     pub db: u32,
@@ -100,6 +101,7 @@ impl Default for Redis {
     fn default() -> Self {
         Self {
             url: String::new(),
+            cluster_nodes: Vec::new(),
             host: String::new(),
             port: 6379,
             db: 0,

@@ -33,6 +33,8 @@ const PERMANENT_ATTEMPTS: u32 = 3;
 
 /// A finished exchange waiting to be appended to its session's history.
 pub struct PendingTurn {
+    /// Unique per turn, kept across retries (see `Turn::id`).
+    pub id: String,
     pub tenant: Tenant,
     pub session: SessionId,
     pub request: TurnRequest,

@@ -82,6 +82,7 @@ pub async fn run(
         stream_id,
     };
     history.submit(PendingTurn {
+        id: uuid::Uuid::new_v4().simple().to_string(),
         tenant: job.tenant,
         session: job.session,
         request: job.request,

@@ -86,6 +86,7 @@ pub fn build(
         messages.push(message);
     }
     Turn {
+        id: String::new(),
         messages,
         usage,
         model,

@@ -12,6 +12,7 @@ mod keys;
 mod memory;
 mod redis;
 mod redis_checkpoints;
+mod redis_conn;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,6 +72,9 @@ pub struct UsageTotals {
 /// info sums up.
 #[derive(Debug, Clone, Default)]
 pub struct Turn {
+    /// Names the turn, so a store can tell a retry of a write it already
+    /// applied from a new turn.
+    pub id: String,
     pub messages: Vec<Value>,
     pub usage: UsageTotals,
     pub model: Option<String>,
@@ -221,6 +225,20 @@ pub async fn connect(settings: &StoreSettings, retention: Retention) -> Result<S
         } => {
             let redis = Arc::new(
                 RedisStore::connect(url, *connect_timeout, *command_timeout, retention).await?,
+            );
+            Stores {
+                history: redis.clone(),
+                checkpoints: Some(redis),
+            }
+        }
+        StoreSettings::RedisCluster {
+            nodes,
+            connect_timeout,
+            command_timeout,
+        } => {
+            let redis = Arc::new(
+                RedisStore::connect_cluster(nodes, *connect_timeout, *command_timeout, retention)
+                    .await?,
             );
             Stores {
                 history: redis.clone(),

@@ -13,7 +13,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use serde_json::Value;
+use redis::cluster::ClusterClient;
+use std::sync::Arc;
+
+use super::redis_conn::{LazyCluster, RedisConn};
 
 use super::keys::{Key, all_sessions_member};
 use super::{
@@ -23,10 +26,45 @@ use super::{
 use crate::session::SessionId;
 use crate::tenant::Tenant;
 
+/// Appends a turn atomically: one script on the session's slot (so it
+/// also works on a cluster, where MULTI does not follow a slot that moved).
+/// A retry of a turn already applied (its answer was lost) changes nothing:
+/// the session remembers the id of the last turn it took.
+static APPEND_TURN: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        local ttl, at = ARGV[1], ARGV[2]
+        if ARGV[7] ~= '' and redis.call('HGET', KEYS[2], 'last_turn') == ARGV[7] then
+            return 0
+        end
+        for first = 8, #ARGV, 1000 do
+            redis.call('RPUSH', KEYS[1], unpack(ARGV, first, math.min(first + 999, #ARGV)))
+        end
+        redis.call('EXPIRE', KEYS[1], ttl)
+        redis.call('HSETNX', KEYS[2], 'created_ms', at)
+        redis.call('HSET', KEYS[2], 'last_message_ms', at, 'last_turn', ARGV[7])
+        redis.call('HINCRBY', KEYS[2], 'prompt_tokens', ARGV[3])
+        redis.call('HINCRBY', KEYS[2], 'completion_tokens', ARGV[4])
+        redis.call('HINCRBY', KEYS[2], 'total_tokens', ARGV[5])
+        if ARGV[6] ~= '' then
+            redis.call('HSETNX', KEYS[2], 'model:' .. ARGV[6], at)
+        end
+        redis.call('EXPIRE', KEYS[2], ttl)
+        return 1
+        ",
+    )
+});
+
 pub struct RedisStore {
-    /// For connections of their own (blocking reads of live tails).
+    pub(super) conn: RedisConn,
+    /// Where connections of their own come from (blocking reads of live
+    /// tails, the cancel subscription): the server, or for a cluster its
+    /// client and its first node (a cluster broadcasts every PUBLISH).
     pub(super) client: redis::Client,
-    pub(super) conn: ConnectionManager,
+    pub(super) cluster: Option<Arc<LazyCluster>>,
+    /// Where the cancel subscription may go: the server, or every cluster
+    /// node (tried in turn, so a dead node does not silence cancels).
+    pub(super) subscribe_to: Vec<redis::Client>,
     command_timeout: Duration,
     retention: Retention,
 }
@@ -50,19 +88,60 @@ impl RedisStore {
             .set_number_of_retries(3);
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         let store = RedisStore {
+            conn: RedisConn::Single(conn),
+            subscribe_to: vec![client.clone()],
             client,
-            conn,
+            cluster: None,
             command_timeout,
             retention,
         };
-        match store.ping().await {
-            Ok(()) => tracing::info!(redis = %redacted(url), "redis answered"),
+        store.first_ping(&redacted(url)).await;
+        Ok(store)
+    }
+
+    /// The same over a Redis Cluster, given some of its nodes.
+    pub async fn connect_cluster(
+        nodes: &[String],
+        connect_timeout: Duration,
+        command_timeout: Duration,
+        retention: Retention,
+    ) -> Result<Self, StoreError> {
+        let cluster = ClusterClient::builder(nodes.to_vec())
+            .connection_timeout(connect_timeout)
+            .response_timeout(command_timeout)
+            .retries(3)
+            .min_retry_wait(50)
+            .max_retry_wait(1000)
+            .build()?;
+        let lazy = Arc::new(LazyCluster::new(cluster));
+        let first = nodes
+            .first()
+            .ok_or_else(|| StoreError::Corrupt("no cluster node".into()))?;
+        let subscribe_to = nodes
+            .iter()
+            .map(|n| redis::Client::open(n.as_str()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let store = RedisStore {
+            conn: RedisConn::Cluster(lazy.clone()),
+            client: redis::Client::open(first.as_str())?,
+            cluster: Some(lazy),
+            subscribe_to,
+            command_timeout,
+            retention,
+        };
+        let shown: Vec<String> = nodes.iter().map(|n| redacted(n)).collect();
+        store.first_ping(&shown.join(",")).await;
+        Ok(store)
+    }
+
+    async fn first_ping(&self, shown: &str) {
+        match self.ping().await {
+            Ok(()) => tracing::info!(redis = %shown, "redis answered"),
             Err(e) => tracing::warn!(
-                redis = %redacted(url), error = %e,
+                redis = %shown, error = %e,
                 "redis does not answer; serving anyway and retrying in the background"
             ),
         }
-        Ok(store)
     }
 
     /// Runs one command or pipeline under the command timeout.
@@ -140,33 +219,21 @@ impl Store for RedisStore {
     ) -> Result<(), StoreError> {
         let messages_key = Key::Messages(tenant, session).to_redis();
         let meta_key = Key::SessionMeta(tenant, session).to_redis();
-        let ttl = self.ttl_secs();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let encoded: Vec<String> = turn.messages.iter().map(Value::to_string).collect();
-        if !encoded.is_empty() {
-            pipe.rpush(&messages_key, encoded).ignore();
+        let mut invocation = APPEND_TURN.key(&messages_key);
+        invocation
+            .key(&meta_key)
+            .arg(self.ttl_secs())
+            .arg(turn.at_ms)
+            .arg(turn.usage.prompt_tokens)
+            .arg(turn.usage.completion_tokens)
+            .arg(turn.usage.total_tokens)
+            .arg(turn.model.as_deref().unwrap_or(""))
+            .arg(&turn.id);
+        for message in &turn.messages {
+            invocation.arg(message.to_string());
         }
-        pipe.expire(&messages_key, ttl)
-            .ignore()
-            .hset_nx(&meta_key, "created_ms", turn.at_ms)
-            .ignore()
-            .hset(&meta_key, "last_message_ms", turn.at_ms)
-            .ignore()
-            .hincr(&meta_key, "prompt_tokens", turn.usage.prompt_tokens)
-            .ignore()
-            .hincr(&meta_key, "completion_tokens", turn.usage.completion_tokens)
-            .ignore()
-            .hincr(&meta_key, "total_tokens", turn.usage.total_tokens)
-            .ignore();
-        if let Some(model) = &turn.model {
-            // One field per model keeps the set of models a plain HSET.
-            pipe.hset_nx(&meta_key, format!("model:{model}"), turn.at_ms)
-                .ignore();
-        }
-        pipe.expire(&meta_key, ttl).ignore();
         let mut conn = self.conn.clone();
-        self.timed(pipe.query_async::<()>(&mut conn)).await?;
+        self.timed(invocation.invoke_async::<()>(&mut conn)).await?;
 
         self.touch_index(
             &Key::Sessions(tenant).to_redis(),

@@ -256,6 +256,12 @@ impl CheckpointStore for RedisStore {
     }
 
     async fn follower(&self) -> Result<Box<dyn Follower>, StoreError> {
+        if self.cluster.is_some() {
+            return Ok(Box::new(ClusterFollower {
+                node: self.client.clone(),
+                conn: None,
+            }));
+        }
         // No response timeout: the blocking read sets its own bound.
         let config = AsyncConnectionConfig::new().set_response_timeout(None);
         let conn = self
@@ -288,7 +294,20 @@ impl CheckpointStore for RedisStore {
     }
 
     async fn cancel_requests(&self) -> Result<CancelRequests, StoreError> {
-        let mut pubsub = self.timed(self.client.get_async_pubsub()).await?;
+        let mut last_error = None;
+        let mut subscribed = None;
+        for node in &self.subscribe_to {
+            match self.timed(node.get_async_pubsub()).await {
+                Ok(pubsub) => {
+                    subscribed = Some(pubsub);
+                    break;
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        let Some(mut pubsub) = subscribed else {
+            return Err(last_error.unwrap_or(StoreError::Corrupt("no node to subscribe to".into())));
+        };
         self.timed(pubsub.subscribe(CANCEL_CHANNEL)).await?;
         let ids = futures_util::StreamExt::filter_map(pubsub.into_on_message(), |msg| async move {
             msg.get_payload::<String>().ok()
@@ -362,6 +381,7 @@ fn absorb(
     Ok(())
 }
 
+/// A follower on a connection of its own to a standalone server.
 struct RedisFollower {
     conn: MultiplexedConnection,
 }
@@ -375,22 +395,115 @@ impl Follower for RedisFollower {
         from: u64,
         block: Duration,
     ) -> Result<(Vec<Bytes>, Option<Bytes>), StoreError> {
-        let key = Key::StreamEvents(id).to_redis();
-        let reply: Option<Vec<(String, Vec<Entry>)>> = redis::cmd("XREAD")
-            .arg("BLOCK")
-            .arg(block.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&key)
-            .arg(cursor.as_str())
-            .query_async(&mut self.conn)
-            .await?;
-        let (mut events, mut tail) = (Vec::new(), None);
-        for (_, entries) in reply.unwrap_or_default() {
-            for entry in entries {
-                absorb(&entry, from, &mut events, &mut tail)?;
-                *cursor = entry.0;
+        let reply = xread_block(&mut self.conn, id, cursor, block).await?;
+        take_entries(reply, cursor, from)
+    }
+}
+
+/// A follower on a cluster: a plain connection of its own to the node that
+/// serves the stream's slot, found by following the MOVED redirection.
+struct ClusterFollower {
+    /// The node to ask first, then the one a redirection named.
+    node: redis::Client,
+    conn: Option<MultiplexedConnection>,
+}
+
+/// Redirections followed at most per read (a slot moves rarely; twice
+/// covers a failover during the read).
+const MAX_REDIRECTS: usize = 3;
+
+#[async_trait]
+impl Follower for ClusterFollower {
+    async fn next(
+        &mut self,
+        id: &str,
+        cursor: &mut String,
+        from: u64,
+        block: Duration,
+    ) -> Result<(Vec<Bytes>, Option<Bytes>), StoreError> {
+        let mut redirects = 0;
+        loop {
+            if self.conn.is_none() {
+                let config = AsyncConnectionConfig::new().set_response_timeout(None);
+                self.conn = Some(
+                    self.node
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?,
+                );
+            }
+            let conn = self.conn.as_mut().expect("connected above");
+            match xread_block(conn, id, cursor, block).await {
+                Ok(reply) => return take_entries(reply, cursor, from),
+                Err(e) if redirects < MAX_REDIRECTS && e.redirect_node().is_some() => {
+                    let (addr, _) = e.redirect_node().expect("checked");
+                    self.node = redirected(&self.node, addr)?;
+                    self.conn = None;
+                    redirects += 1;
+                }
+                Err(e) => {
+                    // A dead node: start over from the first one next time.
+                    self.conn = None;
+                    return Err(e.into());
+                }
             }
         }
-        Ok((events, tail))
     }
+}
+
+/// The same client settings (credentials, TLS, db) for another `host:port`.
+fn redirected(client: &redis::Client, addr: &str) -> Result<redis::Client, StoreError> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
+        .ok_or_else(|| StoreError::Corrupt(format!("redirection to {addr:?}")))?;
+    let info = client.get_connection_info().clone();
+    let addr = match info.addr().clone() {
+        redis::ConnectionAddr::TcpTls {
+            insecure,
+            tls_params,
+            ..
+        } => redis::ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure,
+            tls_params,
+        },
+        _ => redis::ConnectionAddr::Tcp(host, port),
+    };
+    Ok(redis::Client::open(info.set_addr(addr))?)
+}
+
+type XreadReply = Option<Vec<(String, Vec<Entry>)>>;
+
+async fn xread_block(
+    conn: &mut MultiplexedConnection,
+    id: &str,
+    cursor: &str,
+    block: Duration,
+) -> redis::RedisResult<XreadReply> {
+    redis::cmd("XREAD")
+        .arg("BLOCK")
+        .arg(block.as_millis() as u64)
+        .arg("STREAMS")
+        .arg(Key::StreamEvents(id).to_redis())
+        .arg(cursor)
+        .query_async(conn)
+        .await
+}
+
+/// Events numbered `from` or later from an XREAD reply, the tail if any,
+/// and the cursor advanced past them.
+fn take_entries(
+    reply: XreadReply,
+    cursor: &mut String,
+    from: u64,
+) -> Result<(Vec<Bytes>, Option<Bytes>), StoreError> {
+    let (mut events, mut tail) = (Vec::new(), None);
+    for (_, entries) in reply.unwrap_or_default() {
+        for entry in entries {
+            absorb(&entry, from, &mut events, &mut tail)?;
+            *cursor = entry.0;
+        }
+    }
+    Ok((events, tail))
 }

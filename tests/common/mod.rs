@@ -5,6 +5,7 @@
 pub mod history;
 pub mod mock_upstream;
 pub mod process;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod sdk;
 pub mod tether;

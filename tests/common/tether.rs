@@ -25,6 +25,13 @@ impl Tether {
 
     /// tether in front of `upstream`, after `tweak` has adjusted the settings.
     pub async fn start_with(upstream: &str, tweak: impl FnOnce(&mut RawSettings)) -> Tether {
+        // `TETHER_TEST_LOG=tether=debug cargo test ...` shows tether's log.
+        if let Ok(filter) = std::env::var("TETHER_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let mut raw = RawSettings::default();
         raw.upstream.url = upstream.to_string();
         raw.server.listen = "127.0.0.1:0".into();
