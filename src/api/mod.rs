@@ -1,11 +1,13 @@
 //! tether's own routes, under the configurable prefix (default `/tether`).
 //! One dispatch on (method, path segments); `handle` renders errors,
-//! `route` returns them. Probes need no credential; every other route does.
+//! `route` returns them. Probes and the OpenAPI document need no credential;
+//! every other route does.
 
 mod error;
 mod export;
 mod health;
 mod history;
+mod openapi;
 mod sessions;
 mod streams;
 
@@ -62,7 +64,10 @@ async fn dispatch(
     match segments.as_slice() {
         ["healthz"] if method == Method::GET => return Ok(health::healthz()),
         ["readyz"] if method == Method::GET => return Ok(health::readyz(app).await),
-        ["healthz" | "readyz"] => return Err(ApiError::MethodNotAllowed),
+        ["openapi.yaml"] if method == Method::GET => {
+            return Ok(openapi::openapi(&app.settings.api_prefix));
+        }
+        ["healthz" | "readyz" | "openapi.yaml"] => return Err(ApiError::MethodNotAllowed),
         _ => {}
     }
     let caller = authorize(app, req)?;

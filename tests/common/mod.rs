@@ -8,6 +8,7 @@ pub mod process;
 pub mod redis_server;
 pub mod sdk;
 pub mod tether;
+pub mod tools;
 
 pub use mock_upstream::MockUpstream;
 pub use redis_server::RedisServer;
