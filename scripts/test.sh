@@ -59,6 +59,13 @@ fi
 TETHER_OPS_VENV="$(pwd)/$OPS_VENV"
 export TETHER_OPS_VENV
 
+# examples/node runs with the official openai npm package its lock file pins.
+OPENAI_NODE_VERSION="$(node -p "require('./examples/node/package.json').dependencies.openai")"
+if [ "$(node -p "try { require('./examples/node/node_modules/openai/package.json').version } catch { '' }")" != "$OPENAI_NODE_VERSION" ]; then
+  echo "== npm ci in examples/node"
+  (cd examples/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
