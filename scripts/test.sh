@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine with Rust installed: installs what
 # the tests need (redis-server; a Python venv with the official openai SDK for
-# tests/sdk.rs), checks formatting and lints, runs every test.
+# tests/sdk.rs; a venv with schemathesis and kubernetes-validate for the
+# operations tests), checks formatting and lints, runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +34,37 @@ if ! "$SDK_VENV/bin/python" -c "import openai, sys; sys.exit(openai.__version__ 
 fi
 TETHER_SDK_PYTHON="$(pwd)/$SDK_VENV/bin/python"
 export TETHER_SDK_PYTHON
+
+# The operations tests: schemathesis checks openapi.yaml against a live tether
+# (tests/openapi.rs); kubernetes-validate checks examples/kubernetes against
+# the Kubernetes schemas it ships (tests/kubernetes.rs). Pinned, own venv.
+SCHEMATHESIS_VERSION=4.32.5
+KUBERNETES_VALIDATE_VERSION=1.37.0
+OPS_VENV=target/ops-venv
+if ! "$OPS_VENV/bin/python" -c '' >/dev/null 2>&1; then
+  echo "== creating $OPS_VENV"
+  rm -rf "$OPS_VENV"
+  python3 -m venv "$OPS_VENV"
+fi
+if ! "$OPS_VENV/bin/python" - "$SCHEMATHESIS_VERSION" "$KUBERNETES_VALIDATE_VERSION" 2>/dev/null <<'PY'
+import sys
+from importlib.metadata import version
+sys.exit(version("schemathesis") != sys.argv[1] or version("kubernetes-validate") != sys.argv[2])
+PY
+then
+  echo "== installing schemathesis==$SCHEMATHESIS_VERSION kubernetes-validate==$KUBERNETES_VALIDATE_VERSION into $OPS_VENV (pip)"
+  "$OPS_VENV/bin/python" -m pip install -q --disable-pip-version-check \
+    "schemathesis==$SCHEMATHESIS_VERSION" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+fi
+TETHER_OPS_VENV="$(pwd)/$OPS_VENV"
+export TETHER_OPS_VENV
+
+# examples/node runs with the official openai npm package its lock file pins.
+OPENAI_NODE_VERSION="$(node -p "require('./examples/node/package.json').dependencies.openai")"
+if [ "$(node -p "try { require('./examples/node/node_modules/openai/package.json').version } catch { '' }")" != "$OPENAI_NODE_VERSION" ]; then
+  echo "== npm ci in examples/node"
+  (cd examples/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

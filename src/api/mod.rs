@@ -1,19 +1,23 @@
 //! tether's own routes, under the configurable prefix (default `/tether`).
 //! One dispatch on (method, path segments); `handle` renders errors,
-//! `route` returns them. Probes need no credential; every other route does.
+//! `route` returns them. Probes and the OpenAPI document need no credential;
+//! every other route does.
 
 mod error;
 mod export;
 mod health;
 mod history;
+mod openapi;
 mod sessions;
 mod streams;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
+use percent_encoding::percent_decode_str;
 
 pub use error::ApiError;
 
@@ -43,12 +47,27 @@ async fn dispatch(
     req: &Request<Incoming>,
     route: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let segments: Vec<&str> = route.split('/').filter(|s| !s.is_empty()).collect();
+    // Segments are percent-decoded, so `a%3Ab` names the session `a:b` (as
+    // `encodeURIComponent` writes it); what is not UTF-8 stays raw and fails
+    // the id checks.
+    let decoded: Vec<Cow<str>> = route
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            percent_decode_str(s)
+                .decode_utf8()
+                .unwrap_or(Cow::Borrowed(s))
+        })
+        .collect();
+    let segments: Vec<&str> = decoded.iter().map(AsRef::as_ref).collect();
     let method = req.method();
     match segments.as_slice() {
         ["healthz"] if method == Method::GET => return Ok(health::healthz()),
         ["readyz"] if method == Method::GET => return Ok(health::readyz(app).await),
-        ["healthz" | "readyz"] => return Err(ApiError::MethodNotAllowed),
+        ["openapi.yaml"] if method == Method::GET => {
+            return Ok(openapi::openapi(&app.settings.api_prefix));
+        }
+        ["healthz" | "readyz" | "openapi.yaml"] => return Err(ApiError::MethodNotAllowed),
         _ => {}
     }
     let caller = authorize(app, req)?;

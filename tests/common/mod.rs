@@ -9,6 +9,7 @@ pub mod redis_cluster;
 pub mod redis_server;
 pub mod sdk;
 pub mod tether;
+pub mod tools;
 
 pub use mock_upstream::MockUpstream;
 pub use redis_server::RedisServer;
