@@ -1,6 +1,7 @@
 //! tether's own routes, under the configurable prefix (default `/tether`).
 //! One dispatch on (method, path segments); `handle` renders errors,
-//! `route` returns them. Probes need no credential; every other route does.
+//! `route` returns them. Probes and the console's static files need no
+//! credential; every other route does.
 
 mod error;
 mod export;
@@ -8,6 +9,7 @@ mod health;
 mod history;
 mod sessions;
 mod streams;
+mod ui;
 
 use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
@@ -49,6 +51,8 @@ async fn dispatch(
         ["healthz"] if method == Method::GET => return Ok(health::healthz()),
         ["readyz"] if method == Method::GET => return Ok(health::readyz(app).await),
         ["healthz" | "readyz"] => return Err(ApiError::MethodNotAllowed),
+        // The pages are public static files; the data they fetch is not.
+        ["ui", rest @ ..] => return ui::serve(app, method, req.headers(), rest),
         _ => {}
     }
     let caller = authorize(app, req)?;
