@@ -153,6 +153,7 @@ async function follow(selected, messages) {
       $("live-content").innerHTML = renderMarkdown(text);
     }
     await waitForRecorded(selected, streamId);
+    loadSessions(true);
   } catch (error) {
     if (error.name !== "AbortError") showError($("detail-error"), `live view: ${error.message}`);
   } finally {
