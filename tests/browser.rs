@@ -2,7 +2,9 @@
 //! Chromium driven by playwright-core (`tests/browser/reload.mjs`). A long
 //! answer streams into the chat page, the page is reloaded mid-stream, and
 //! the answer completes on screen with exactly the text the upstream sent,
-//! once; then the console shows that conversation. Screenshots are kept in
+//! once; then the console shows that conversation, follows a second answer
+//! live, exports the session and shows tool calls as blocks. Screenshots, the
+//! export and what the browser saw (`result.json`) are kept in
 //! `tests/artifacts/browser/`. A missing Chromium or playwright-core fails
 //! the test: `scripts/test.sh` installs both.
 
@@ -13,7 +15,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::history::{KEY, wait_for_messages};
-use common::{MockUpstream, Tether, mock_upstream};
+use common::{MockUpstream, Tether, client, mock_upstream};
 use serde_json::{Value, json};
 
 /// A long answer: 300 chunks 25 ms apart, 7.5 s, so the reload lands mid-stream.
@@ -21,6 +23,7 @@ const CHUNKS: u64 = 300;
 const DELAY_MS: u64 = 25;
 const PROMPT: &str = "Count for me, slowly.";
 const CHROMIUM: &str = "/usr/bin/chromium";
+const TOOLS_SESSION: &str = "tools-demo";
 /// The whole browser run, Chromium's start included.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -46,9 +49,36 @@ fn require_browser() {
     );
 }
 
+/// Records a conversation with parallel tool calls (a real OpenAI stream
+/// replayed by the mock) in `session`, for the console to show.
+async fn record_tool_calls(tether: &Tether, session: &str) -> Vec<Value> {
+    let fixture = "openai-chat-parallel_tools-2";
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/streams");
+    let body = std::fs::read_to_string(format!("{dir}/{fixture}.request.json")).unwrap();
+    let response = client()
+        .post(tether.url("/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .header("x-session-id", session)
+        .header("x-mock-replay", format!("{fixture}.sse"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.bytes().await.unwrap();
+    let stored = wait_for_messages(tether, KEY, session, 2).await;
+    stored
+        .last()
+        .and_then(|reply| reply["tool_calls"].as_array().cloned())
+        .expect("the replayed reply has tool calls")
+}
+
 /// Runs the browser script against tether and returns the JSON it printed.
 async fn run_browser(tether: &Tether) -> Value {
     let artifacts = format!("{}/tests/artifacts/browser", env!("CARGO_MANIFEST_DIR"));
+    let _ = std::fs::remove_dir_all(&artifacts);
+    std::fs::create_dir_all(&artifacts).unwrap();
     let mut command = tokio::process::Command::new("node");
     command
         .current_dir(browser_dir())
@@ -59,7 +89,7 @@ async fn run_browser(tether: &Tether) -> Value {
             &CHUNKS.to_string(),
             &DELAY_MS.to_string(),
         ])
-        .arg(&artifacts)
+        .args([&artifacts, TOOLS_SESSION])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -77,10 +107,11 @@ async fn run_browser(tether: &Tether) -> Value {
             output.status
         )
     });
+    std::fs::write(format!("{artifacts}/result.json"), result.to_string()).unwrap();
     assert_eq!(
         result["problems"],
         json!([]),
-        "the browser run had no failed step, page error or console error\nresult: {result}\nstderr: {stderr}"
+        "the browser run had no failed step, page error or console error (all it saw: {artifacts}/result.json)\nstderr: {stderr}"
     );
     result
 }
@@ -90,6 +121,7 @@ async fn a_reload_mid_stream_completes_the_answer_once_and_the_console_shows_it(
     require_browser();
     let mock = MockUpstream::start().await;
     let tether = Tether::start(&mock.url()).await;
+    let tool_calls = record_tool_calls(&tether, TOOLS_SESSION).await;
     let result = run_browser(&tether).await;
     let expected = mock_upstream::answer(CHUNKS);
 
@@ -156,16 +188,16 @@ async fn a_reload_mid_stream_completes_the_answer_once_and_the_console_shows_it(
         result["console"]["usage"]
     );
 
-    let completions = mock
+    let from_the_page = mock
         .requests()
         .iter()
-        .filter(|r| r.uri.path() == "/v1/chat/completions")
+        .filter(|r| r.headers.get("x-session-id").is_some_and(|v| v == session))
         .count();
     assert_eq!(
-        completions, 1,
-        "the reload resumed the answer; it did not ask the upstream again"
+        from_the_page, 2,
+        "one completion from the page (the reload resumed it, it did not ask again) and the console test's second one"
     );
-    let stored = wait_for_messages(&tether, KEY, session, 2).await;
+    let stored = wait_for_messages(&tether, KEY, session, 4).await;
     assert_eq!(
         stored[1]["content"], expected,
         "history holds the whole answer"
@@ -174,5 +206,32 @@ async fn a_reload_mid_stream_completes_the_answer_once_and_the_console_shows_it(
     assert_eq!(
         stored[1]["stream_id"], result["resumed_stream"],
         "the page resumed the very stream that history recorded"
+    );
+
+    let second = mock_upstream::answer(150);
+    assert_eq!(
+        result["live"],
+        json!({"hidden_after_end": true, "last": second.trim_end(), "client_got": second.trim_end()}),
+        "the console followed a second answer live, then showed it recorded"
+    );
+    assert_eq!(
+        result["export"],
+        json!({"name": format!("tether-{session}.json"), "messages": 4}),
+        "the JSON export downloads the whole session"
+    );
+    let shown: Vec<Value> = tool_calls
+        .iter()
+        .map(|call| {
+            let arguments = call["function"]["arguments"].as_str().unwrap();
+            json!({
+                "name": call["function"]["name"],
+                "arguments": serde_json::from_str::<Value>(arguments).unwrap(),
+            })
+        })
+        .collect();
+    assert_eq!(
+        result["tools"],
+        json!(shown),
+        "the console shows each tool call as a block with its name and arguments"
     );
 }

@@ -2,16 +2,18 @@
 // console (tests/browser.rs starts tether and the mock upstream and reads
 // the JSON this prints). A long answer streams; the page is reloaded
 // mid-stream; the answer must complete on screen whole, once; then the
-// console must show that conversation. Screenshots go to the artifacts dir.
+// console must show that conversation, follow a second answer live, export
+// the session, and show a recorded tool-call conversation as structured
+// blocks. Screenshots and the export go to the artifacts dir.
 //
-// usage: node reload.mjs BASE_URL KEY CHUNKS DELAY_MS ARTIFACTS_DIR
+// usage: node reload.mjs BASE_URL KEY CHUNKS DELAY_MS ARTIFACTS_DIR TOOLS_SESSION
 
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
-const [base, key, chunksArg, delayArg, artifacts] = process.argv.slice(2);
+const [base, key, chunksArg, delayArg, artifacts, toolsSession] = process.argv.slice(2);
 const chunks = Number(chunksArg);
 const expected = Array.from({ length: chunks }, (_, i) => `tok${i} `).join("").trim();
 const PROMPT = "Count for me, slowly.";
@@ -19,6 +21,30 @@ const TIMEOUT = 30_000;
 
 function check(condition, message) {
   if (!condition) throw new Error(`check failed: ${message}`);
+}
+
+/** Streams an answer of `chunks` in `session` as another client would; once the
+ * first bytes are in, resolves to `{ text }`: a promise of the whole answer. */
+async function startStream(session, chunks) {
+  const response = await fetch(`${base}/v1/chat/completions`, {
+    method: "POST",
+    headers: {
+      authorization: `Bearer ${key}`, "content-type": "application/json", "x-session-id": session,
+      "x-mock-chunks": String(chunks), "x-mock-delay-ms": delayArg,
+    },
+    body: JSON.stringify({ model: "gpt-4o-mini", stream: true, messages: [{ role: "user", content: "And again." }] }),
+  });
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let raw = (await reader.read()).value ?? "";
+  const rest = (async () => {
+    for (let r = await reader.read(); !r.done; r = await reader.read()) raw += r.value;
+    return raw
+      .split("\n")
+      .filter((l) => l.startsWith("data: {"))
+      .map((l) => JSON.parse(l.slice(6)).choices?.[0]?.delta?.content ?? "")
+      .join("");
+  })();
+  return { text: rest };
 }
 
 mkdirSync(artifacts, { recursive: true });
@@ -34,8 +60,8 @@ const context = await chromium.launchPersistentContext(profile, {
 });
 const problems = [];
 const result = {};
+const page = context.pages()[0] ?? (await context.newPage());
 try {
-  const page = context.pages()[0] ?? (await context.newPage());
   page.setDefaultTimeout(TIMEOUT);
   page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
   page.on("console", (message) => {
@@ -104,9 +130,39 @@ try {
     meta: document.getElementById("session-meta").textContent,
   }));
   check(result.console.contents.includes(expected), "the console shows the whole answer");
+
+  // A second answer in the same session, from another client: the console follows it live.
+  const second = await startStream(result.session, 150);
+  await page.click("#refresh");
+  await page.waitForFunction(() => document.getElementById("live-content").textContent.includes("tok10 "));
+  await shot("5-console-live");
+  await page.waitForFunction(() => document.getElementById("messages").dataset.count === "4");
+  result.live = {
+    hidden_after_end: await page.locator("#live").isHidden(),
+    last: (await page.locator("#messages .msg > .content").last().innerText()).trim(),
+    client_got: (await second.text).trim(),
+  };
+
+  // Export: the JSON download, through a Blob URL.
+  const [download] = await Promise.all([page.waitForEvent("download"), page.click("[data-export=json]")]);
+  const exported = join(artifacts, download.suggestedFilename());
+  await download.saveAs(exported);
+  result.export = { name: download.suggestedFilename(), messages: JSON.parse(readFileSync(exported, "utf8")).messages.length };
+
+  // A recorded tool-call conversation: calls as structured blocks.
+  await page.click(`.session[data-session="${toolsSession}"]`);
+  await page.waitForSelector("#messages .tool-call");
+  await shot("6-console-tool-calls");
+  result.tools = await page.evaluate(() =>
+    [...document.querySelectorAll("#messages .tool-call")].map((n) => ({
+      name: n.querySelector("strong").textContent,
+      arguments: JSON.parse(n.querySelector("pre").textContent),
+    })),
+  );
   result.expected_matches = result.chat.answers.length === 1 && result.chat.answers[0] === expected;
 } catch (error) {
   problems.push(error.stack ?? String(error));
+  await page.screenshot({ path: join(artifacts, "failure.png"), fullPage: true }).catch(() => {});
 } finally {
   await context.close();
   rmSync(profile, { recursive: true, force: true });
