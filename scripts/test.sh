@@ -2,7 +2,8 @@
 # The whole test suite, on a fresh machine with Rust installed: installs what
 # the tests need (redis-server; a Python venv with the official openai SDK for
 # tests/sdk.rs; a venv with schemathesis and kubernetes-validate for the
-# operations tests), checks formatting and lints, runs every test.
+# operations tests; Debian's chromium and playwright-core for tests/browser.rs),
+# checks formatting and lints, runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,6 +65,20 @@ OPENAI_NODE_VERSION="$(node -p "require('./examples/node/package.json').dependen
 if [ "$(node -p "try { require('./examples/node/node_modules/openai/package.json').version } catch { '' }")" != "$OPENAI_NODE_VERSION" ]; then
   echo "== npm ci in examples/node"
   (cd examples/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+
+# The browser test drives Debian's chromium with playwright-core (pinned in
+# tests/browser/package.json; it downloads no browser of its own).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "== installing chromium (apt-get)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium >/dev/null
+fi
+PLAYWRIGHT_WANTED="$(node -p "require('./tests/browser/package.json').dependencies['playwright-core']")"
+PLAYWRIGHT_HAVE="$(node -p "require('./tests/browser/node_modules/playwright-core/package.json').version" 2>/dev/null || true)"
+if [ "$PLAYWRIGHT_HAVE" != "$PLAYWRIGHT_WANTED" ]; then
+  echo "== installing playwright-core@$PLAYWRIGHT_WANTED into tests/browser (npm)"
+  (cd tests/browser && npm install --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 
 echo "== cargo fmt --check"

@@ -73,6 +73,8 @@ pub struct Settings {
     pub record: RecordSettings,
     pub streams: StreamSettings,
     pub api_prefix: String,
+    /// Serve the web console and the demo chat page under `{api_prefix}/ui`.
+    pub ui_enabled: bool,
     pub log: LogSettings,
 }
 
@@ -229,6 +231,7 @@ impl RawSettings {
             },
             streams: self.streams.validate()?,
             api_prefix: validate_prefix(&self.api.prefix)?,
+            ui_enabled: self.ui.enabled,
             log: self.log.validate()?,
         })
     }

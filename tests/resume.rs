@@ -211,6 +211,54 @@ async fn a_session_id_alone_finds_its_stream() {
     );
 }
 
+/// A session's summary names its stream while it is in flight, then none.
+async fn check_active_stream(tether: &Tether, label: &str) {
+    let (_, before) = get(tether, KEY, "/sessions/busy").await;
+    assert_eq!(
+        before["active_stream"],
+        json!(null),
+        "{label}: nothing in flight yet"
+    );
+    let mut response = start_stream(tether, "busy", 30, 20).await;
+    let id = response.headers()["x-stream-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    read_events(&mut response, 2).await;
+    let (_, during) = get(tether, KEY, "/sessions/busy").await;
+    assert_eq!(
+        during["active_stream"],
+        json!(id),
+        "{label}: the stream in flight"
+    );
+    response.bytes().await.unwrap();
+    wait_for_messages(tether, KEY, "busy", 4).await;
+    let (_, after) = get(tether, KEY, "/sessions/busy").await;
+    assert_eq!(
+        after["active_stream"],
+        json!(null),
+        "{label}: none once it ended"
+    );
+}
+
+#[tokio::test]
+async fn a_session_names_its_active_stream_on_both_stores() {
+    let mock = MockUpstream::start().await;
+    let redis = RedisServer::start();
+    let redis_url = redis.url();
+    let memory = Tether::start(&mock.url()).await;
+    let on_redis = Tether::start_with(&mock.url(), |s| s.redis.url = redis_url).await;
+    for (tether, label) in [(&memory, "memory"), (&on_redis, "redis")] {
+        start_stream(tether, "busy", 1, 0)
+            .await
+            .bytes()
+            .await
+            .unwrap();
+        wait_for_messages(tether, KEY, "busy", 2).await;
+        check_active_stream(tether, label).await;
+    }
+}
+
 #[tokio::test]
 async fn unknown_and_foreign_streams_are_404() {
     let mock = MockUpstream::start().await;

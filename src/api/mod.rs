@@ -1,7 +1,7 @@
 //! tether's own routes, under the configurable prefix (default `/tether`).
 //! One dispatch on (method, path segments); `handle` renders errors,
-//! `route` returns them. Probes and the OpenAPI document need no credential;
-//! every other route does.
+//! `route` returns them. Probes, the OpenAPI document and the console's
+//! static files need no credential; every other route does.
 
 mod error;
 mod export;
@@ -10,6 +10,7 @@ mod history;
 mod openapi;
 mod sessions;
 mod streams;
+mod ui;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -68,6 +69,8 @@ async fn dispatch(
             return Ok(openapi::openapi(&app.settings.api_prefix));
         }
         ["healthz" | "readyz" | "openapi.yaml"] => return Err(ApiError::MethodNotAllowed),
+        // The pages are public static files; the data they fetch is not.
+        ["ui", rest @ ..] => return ui::serve(app, method, req.headers(), rest),
         _ => {}
     }
     let caller = authorize(app, req)?;

@@ -8,6 +8,7 @@ use super::{ApiError, Caller, Query, json, owner, timestamp};
 use crate::app::App;
 use crate::body::Body;
 use crate::session::SessionId;
+use crate::store::StreamState;
 
 /// Page size when `limit` is not given, and the largest one accepted.
 const DEFAULT_PAGE: usize = 50;
@@ -66,6 +67,13 @@ pub async fn info(
         .session_info(&tenant, &id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("session {id}")))?;
+    // The embedded store keeps no stream pointer; this replica's hubs know.
+    let active_stream = info.active_stream.or_else(|| {
+        app.streams
+            .latest_of(&tenant, id.as_str())
+            .filter(|hub| hub.state() == StreamState::Active)
+            .map(|hub| hub.id.clone())
+    });
     Ok(json(
         StatusCode::OK,
         &json!({
@@ -75,7 +83,7 @@ pub async fn info(
             "last_message_time": timestamp(info.last_message_ms),
             "models": info.models,
             "usage": info.usage,
-            "active_stream": info.active_stream.map_or(Value::Null, Value::from),
+            "active_stream": active_stream.map_or(Value::Null, Value::from),
         }),
     ))
 }

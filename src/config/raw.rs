@@ -31,6 +31,7 @@ pub struct RawSettings {
     pub record: Record,
     pub streams: Streams,
     pub api: Api,
+    pub ui: Ui,
     pub log: Log,
 }
 
@@ -215,6 +216,18 @@ impl Default for Api {
         Self {
             prefix: "/tether".into(),
         }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Ui {
+    pub enabled: bool,
+}
+
+impl Default for Ui {
+    fn default() -> Self {
+        Self { enabled: true }
     }
 }
 
