@@ -1,7 +1,8 @@
-//! One log line per request, written when the response body ends (or the
-//! client goes away), so a stream's line carries its whole duration and size.
-//! Only the method and path are logged: query strings can carry keys
-//! (`?key=` on Gemini's native API) and headers are never logged.
+//! One log line and one set of request metrics per request, written when
+//! the response body ends (or the client goes away), so a stream's line
+//! carries its whole duration and size. Only the method and path are logged:
+//! query strings can carry keys (`?key=` on Gemini's native API) and headers
+//! are never logged.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -11,7 +12,34 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
+use std::sync::Arc;
+
 use crate::body::{Body, BoxError};
+use crate::metrics::{ClassLabel, Metrics, RequestLabels};
+
+/// Which part of tether answered a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteClass {
+    /// A recorded API, forwarded and tee'd.
+    Recorded,
+    /// Forwarded as is.
+    Proxy,
+    /// One of tether's own routes.
+    Own,
+    /// Refused before anything was forwarded.
+    Rejected,
+}
+
+impl RouteClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteClass::Recorded => "recorded",
+            RouteClass::Proxy => "proxy",
+            RouteClass::Own => "own",
+            RouteClass::Rejected => "rejected",
+        }
+    }
+}
 
 /// How a response body ended: named once, by whichever comes first of the
 /// last frame, an error, or the client dropping the body.
@@ -23,24 +51,66 @@ enum End {
 }
 
 pub struct AccessLog {
+    pub request_id: String,
+    pub class: RouteClass,
     pub method: Method,
     pub path: String,
     pub status: StatusCode,
     pub started: Instant,
+    /// When the response headers were handed to hyper.
+    pub headers_at: Instant,
+    /// Time until the upstream's response headers, when it was asked.
     pub upstream: Option<Duration>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl AccessLog {
-    fn write(&self, end: End, bytes: u64) {
-        let total_ms = millis(self.started.elapsed());
-        let upstream_ms = self.upstream.map(millis);
+    fn write(&self, end: End, bytes: u64, first_byte: Option<Instant>) {
+        let total = self.started.elapsed();
+        let class = ClassLabel {
+            class: self.class.as_str(),
+        };
+        let upstream_class = match (self.upstream, self.status.as_u16()) {
+            (None, _) => "none",
+            (Some(_), 200..=299) => "2xx",
+            (Some(_), 300..=399) => "3xx",
+            (Some(_), 400..=499) => "4xx",
+            (Some(_), _) => "5xx",
+        };
+        let m = &self.metrics;
+        m.requests
+            .get_or_create(&RequestLabels {
+                class: self.class.as_str(),
+                status: self.status.as_u16(),
+                upstream: upstream_class,
+            })
+            .inc();
+        m.request_duration
+            .get_or_create(&class)
+            .observe(total.as_secs_f64());
+        let to_headers = self.headers_at.duration_since(self.started);
+        let overhead = to_headers.saturating_sub(self.upstream.unwrap_or_default());
+        m.overhead
+            .get_or_create(&class)
+            .observe(overhead.as_secs_f64());
+        if let Some(upstream) = self.upstream {
+            m.upstream_latency.observe(upstream.as_secs_f64());
+        }
+        if let Some(first) = first_byte {
+            m.time_to_first_byte
+                .get_or_create(&class)
+                .observe(first.duration_since(self.started).as_secs_f64());
+        }
         tracing::info!(
             target: "tether::access",
+            request_id = %self.request_id,
+            class = self.class.as_str(),
             method = %self.method,
             path = %self.path,
             status = self.status.as_u16(),
-            upstream_ms,
-            total_ms,
+            upstream_ms = self.upstream.map(millis),
+            overhead_ms = millis(overhead),
+            total_ms = millis(total),
             bytes,
             end = ?end,
             "request"
@@ -58,6 +128,7 @@ pub struct LoggedBody {
     inner: Body,
     log: Option<AccessLog>,
     bytes: u64,
+    first_byte: Option<Instant>,
 }
 
 impl LoggedBody {
@@ -66,6 +137,7 @@ impl LoggedBody {
             inner,
             log: Some(log),
             bytes: 0,
+            first_byte: None,
         };
         if body.inner.is_end_stream() {
             body.finish(End::Complete);
@@ -75,7 +147,7 @@ impl LoggedBody {
 
     fn finish(&mut self, end: End) {
         if let Some(log) = self.log.take() {
-            log.write(end, self.bytes);
+            log.write(end, self.bytes, self.first_byte);
         }
     }
 }
@@ -93,6 +165,9 @@ impl HttpBody for LoggedBody {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
+                    if this.first_byte.is_none() {
+                        this.first_byte = Some(Instant::now());
+                    }
                     this.bytes += data.len() as u64;
                 }
                 // http-body's contract: once is_end_stream() is true the body

@@ -44,14 +44,15 @@ impl App {
             history_ttl: settings.history_ttl,
         };
         let stores = store::connect(&settings.store, retention).await?;
+        let metrics = Arc::new(Metrics::new());
         let streams = Arc::new(Registry::new(
             settings.streams.retention,
             settings.streams.max_detached,
+            metrics.detached_streams.clone(),
         ));
         if let Some(checkpoints) = &stores.checkpoints {
             crate::stream::cancels::spawn(checkpoints.clone(), Arc::downgrade(&streams));
         }
-        let metrics = Arc::new(Metrics::new());
         let history = Arc::new(HistoryWriter::spawn(
             stores.history.clone(),
             metrics.clone(),

@@ -6,6 +6,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -36,11 +37,57 @@ pub struct Metrics {
     pub history_queue_depth: Gauge,
     /// Store commands that failed (each retry counts).
     pub store_errors: Counter,
+    /// Requests by route class, status and upstream status class.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Whole request duration, to the end of the response body.
+    pub request_duration: Family<ClassLabel, Histogram>,
+    /// Time until the upstream's response headers.
+    pub upstream_latency: Histogram,
+    /// Time until the first response byte was handed to the client.
+    pub time_to_first_byte: Family<ClassLabel, Histogram>,
+    /// tether's own part of the time to the response headers: total minus upstream.
+    pub overhead: Family<ClassLabel, Histogram>,
+    /// Recorded streams whose upstream is still being read.
+    pub active_streams: Gauge,
+    /// Streams read on after their clients left.
+    pub detached_streams: Gauge,
+    /// Response bytes handed to recorders.
+    pub recorded_bytes: Counter,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabel {
     pub source: &'static str,
+}
+
+/// Which part of tether answered: `recorded` (a recorded API, forwarded),
+/// `proxy` (forwarded as is), `own` (tether's routes), `rejected` (refused
+/// before anything was forwarded).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabel {
+    pub class: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub class: &'static str,
+    pub status: u16,
+    /// The upstream's status class (`2xx` ...), or `none` when tether answered.
+    pub upstream: &'static str,
+}
+
+/// Latency buckets from 50 µs to 60 s: tether's overhead lives at the low
+/// end, whole streams at the high end.
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+        1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    ]
+    .into_iter()
+}
+
+fn histogram_family() -> Family<ClassLabel, Histogram> {
+    Family::new_with_constructor(|| Histogram::new(latency_buckets()))
 }
 
 impl Default for Metrics {
@@ -114,8 +161,64 @@ impl Metrics {
             "Store operations that failed (each retry counts)",
             store_errors.clone(),
         );
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests by route class, status and upstream status",
+            requests.clone(),
+        );
+        let request_duration = histogram_family();
+        registry.register(
+            "request_duration_seconds",
+            "Request duration to the end of the response body, by route class",
+            request_duration.clone(),
+        );
+        let upstream_latency = Histogram::new(latency_buckets());
+        registry.register(
+            "upstream_latency_seconds",
+            "Time until the upstream's response headers",
+            upstream_latency.clone(),
+        );
+        let time_to_first_byte = histogram_family();
+        registry.register(
+            "time_to_first_byte_seconds",
+            "Time until the first response byte went to the client, by route class",
+            time_to_first_byte.clone(),
+        );
+        let overhead = histogram_family();
+        registry.register(
+            "overhead_seconds",
+            "tether's own time until the response headers (total minus upstream), by route class",
+            overhead.clone(),
+        );
+        let active_streams = Gauge::default();
+        registry.register(
+            "active_streams",
+            "Recorded streams whose upstream is still read",
+            active_streams.clone(),
+        );
+        let detached_streams = Gauge::default();
+        registry.register(
+            "detached_streams",
+            "Streams read on after their clients left",
+            detached_streams.clone(),
+        );
+        let recorded_bytes = Counter::default();
+        registry.register(
+            "recorded_bytes",
+            "Response bytes handed to recorders",
+            recorded_bytes.clone(),
+        );
         Self {
             registry,
+            requests,
+            request_duration,
+            upstream_latency,
+            time_to_first_byte,
+            overhead,
+            active_streams,
+            detached_streams,
+            recorded_bytes,
             history_queue_depth,
             store_errors,
             checkpointed_events,

@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -19,8 +19,9 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
-use crate::access_log::{AccessLog, LoggedBody};
+use crate::access_log::{AccessLog, LoggedBody, RouteClass};
 use crate::app::App;
 use crate::body::Body;
 use crate::capture;
@@ -117,32 +118,97 @@ async fn handle(
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let response = match dispatch(&app, req, remote.ip()).await {
+    let request_id = request_id(req.headers());
+    let span =
+        tracing::info_span!("request", request_id = %request_id, method = %method, path = %path);
+    let (class, result) = dispatch(&app, req, remote.ip())
+        .instrument(span.clone())
+        .await;
+    let response = match result {
         Ok(response) => response,
         Err(error) => {
+            let _entered = span.enter();
             if error.is_client_error() {
-                tracing::debug!(%method, %path, %error, "rejected request");
+                tracing::debug!(%error, "rejected request");
             } else {
-                tracing::warn!(%method, %path, %error, "could not forward request");
+                tracing::warn!(%error, "could not forward request");
             }
             error.to_response()
         }
     };
-    let (parts, body) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        // The upstream's own request id (OpenAI's `x-request-id`) is kept.
+        if !parts.headers.contains_key(X_REQUEST_ID) {
+            parts.headers.insert(X_REQUEST_ID, value.clone());
+        }
+        parts.headers.insert(X_TETHER_REQUEST_ID, value);
+    }
     let log = AccessLog {
+        request_id,
+        class,
         method,
         path,
         status: parts.status,
         started,
+        headers_at: Instant::now(),
         upstream: parts.extensions.get::<UpstreamTiming>().map(|t| t.0),
+        metrics: app.metrics.clone(),
     };
     let body = http_body_util::BodyExt::boxed_unsync(LoggedBody::new(body, log));
     Ok(Response::from_parts(parts, body))
 }
 
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_TETHER_REQUEST_ID: HeaderName = HeaderName::from_static("x-tether-request-id");
+
+/// The client's `X-Request-Id` when it is a sane one (1 to 128 visible
+/// ASCII characters), else a new one.
+fn request_id(headers: &http::HeaderMap) -> String {
+    headers
+        .get(X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned)
+}
+
 /// The one dispatch: the session prefix comes off, own routes are answered
 /// here, and everything else is forwarded. The own prefix is never forwarded.
 async fn dispatch(
+    app: &App,
+    req: Request<Incoming>,
+    client_ip: IpAddr,
+) -> (RouteClass, Result<Response<Body>, ProxyError>) {
+    let class = route_class(app, &req);
+    (class, route(app, req, client_ip).await)
+}
+
+/// The class a request will be answered as (for the access log and metrics).
+fn route_class(app: &App, req: &Request<Incoming>) -> RouteClass {
+    let full = req.uri().path();
+    if has_dot_segments(full) {
+        return RouteClass::Rejected;
+    }
+    let (session, rest) = match split_session_prefix(full) {
+        Some((raw, rest)) if SessionId::parse(raw).is_ok() => (true, rest),
+        Some(_) => return RouteClass::Rejected,
+        None => (false, full),
+    };
+    if own_route(rest, &app.settings.api_prefix).is_some() {
+        return if session {
+            RouteClass::Rejected
+        } else {
+            RouteClass::Own
+        };
+    }
+    if recorded_api(app, req, rest).is_some() {
+        RouteClass::Recorded
+    } else {
+        RouteClass::Proxy
+    }
+}
+
+async fn route(
     app: &App,
     req: Request<Incoming>,
     client_ip: IpAddr,

@@ -94,6 +94,18 @@ async fn the_same_bytes_and_headers_with_and_without_tether() {
     );
     assert_eq!(proxied_headers.remove("x-accel-buffering").unwrap(), "no");
     assert!(
+        proxied_headers.remove("x-tether-request-id").is_some(),
+        "tether names its request id"
+    );
+    assert!(
+        proxied_headers.remove("x-request-id").is_some(),
+        "and returns it as X-Request-Id when the upstream sent none"
+    );
+    assert!(
+        proxied_headers.remove("x-stream-id").is_some(),
+        "a recorded stream names its id"
+    );
+    assert!(
         proxied_headers.remove("x-session-id").is_some(),
         "recorded responses name their session"
     );

@@ -49,7 +49,11 @@ pub async fn run(
     metrics: Arc<Metrics>,
 ) {
     let mut fold = Fold::new(&job);
+    if job.stream.is_some() {
+        metrics.active_streams.inc();
+    }
     while let Some(chunk) = recording.next().await {
+        metrics.recorded_bytes.inc_by(chunk.len() as u64);
         fold.push(&chunk, job.stream.as_mut());
     }
     let end = recording.end();
@@ -57,6 +61,7 @@ pub async fn run(
     let (reply, tail, failure) = fold.finish(job.request.api, job.stream.as_mut());
     let stream_id = job.stream.as_ref().map(|s| s.hub.id.clone());
     if let Some(sink) = job.stream.take() {
+        metrics.active_streams.dec();
         let state = stream_state(end, lossy);
         sink.hub.finish(state, tail.clone());
         if let Some(checkpoint) = sink.checkpoint {

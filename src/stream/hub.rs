@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -146,13 +147,13 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(retention: Duration, max_detached: usize) -> Registry {
+    pub fn new(retention: Duration, max_detached: usize, detached_gauge: Gauge) -> Registry {
         Registry {
             hubs: Mutex::default(),
             latest: Mutex::default(),
             last_sweep: Mutex::new(Instant::now()),
             retention,
-            detached: Arc::new(Detached::new(max_detached)),
+            detached: Arc::new(Detached::new(max_detached, detached_gauge)),
         }
     }
 
@@ -215,6 +216,7 @@ impl Registry {
 /// cancelled (and recorded as incomplete).
 pub struct Detached {
     max: usize,
+    gauge: Gauge,
     entries: Mutex<VecDeque<(u64, CancellationToken)>>,
     next: Mutex<u64>,
 }
@@ -226,9 +228,10 @@ pub struct DetachedGuard {
 }
 
 impl Detached {
-    fn new(max: usize) -> Detached {
+    fn new(max: usize, gauge: Gauge) -> Detached {
         Detached {
             max,
+            gauge,
             entries: Mutex::default(),
             next: Mutex::new(0),
         }
@@ -271,6 +274,7 @@ impl Drop for DetachedGuard {
     fn drop(&mut self) {
         let mut entries = self.owner.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.retain(|(seq, _)| *seq != self.seq);
+        self.owner.gauge.set(entries.len() as i64);
     }
 }
 
@@ -310,7 +314,7 @@ mod tests {
 
     #[test]
     fn the_oldest_detached_stream_is_cancelled_over_the_limit() {
-        let detached = Arc::new(Detached::new(2));
+        let detached = Arc::new(Detached::new(2, Gauge::default()));
         let tokens: Vec<_> = (0..3).map(|_| CancellationToken::new()).collect();
         let _a = detached.enter(tokens[0].clone());
         let b = detached.enter(tokens[1].clone());
