@@ -6,7 +6,9 @@
 //! What cannot be recorded (a body that is not JSON, an unknown encoding)
 //! is forwarded untouched; a warning and `tether_recording_skipped_total` say so.
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header};
@@ -71,86 +73,125 @@ pub async fn handle(
         app.settings.sessions.from_user,
     )?;
     let tenant = tenant_of(&parts.headers, app.settings.auth.tenancy);
-
-    let mut response = app
-        .proxy
-        .send(parts, body::full(bytes), path, client_ip)
-        .await?;
-    if let Ok(value) = HeaderValue::from_str(session.as_str()) {
-        response.headers_mut().insert(X_SESSION_ID, value);
-    }
-    if !response.status().is_success() {
-        // The upstream refused the turn (bad request, rate limit, ...): the
-        // client will retry, and history keeps only turns that happened.
-        app.metrics.skipped("upstream_status");
-        return Ok(response.map(BodyExt::boxed_unsync));
-    }
-    let content_encoding = response
-        .headers()
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok());
-    let encoding = match Encoding::from_header(content_encoding) {
-        Ok(encoding) => encoding,
-        Err(e) => {
-            app.metrics.skipped("unknown_encoding");
-            tracing::warn!(path, %session, error = %e, "response forwarded without recording");
-            return Ok(response.map(BodyExt::boxed_unsync));
-        }
-    };
-    let sse = is_event_stream(response.headers());
-    let now = now_ms();
-    let hub = sse.then(|| {
-        Arc::new(Hub::new(
-            new_stream_id(),
-            tenant.clone(),
-            session.clone(),
-            now,
-        ))
-    });
-    let cancel = hub
-        .as_ref()
-        .map_or_else(CancellationToken::new, |h| h.cancel_token());
-    let stream = hub.map(|hub| {
-        app.streams.insert(hub.clone());
-        if let Ok(value) = HeaderValue::from_str(&hub.id) {
-            response.headers_mut().insert(X_STREAM_ID, value);
-        }
-        let checkpoint = app.checkpoints.clone().map(|store| {
-            let (tx, writer) = checkpoint::writer(
-                store,
-                hub.clone(),
-                writer_settings(app),
-                app.metrics.clone(),
-            );
-            app.tracker.spawn(writer);
-            tx
-        });
-        StreamSink { hub, checkpoint }
-    });
-    let job = RecordJob {
+    let exchange = Exchange {
         tenant,
         session,
-        sse,
         request,
-        encoding,
-        max_bytes: app.settings.record.max_response_bytes,
-        stream,
         done: None,
     };
-    let (tap, recording) = tap();
-    app.tracker.spawn(recorder::run(
-        job,
-        recording,
-        app.history.clone(),
-        app.metrics.clone(),
-    ));
-    let detach = Detach {
-        policy: app.settings.streams.on_disconnect,
-        max_duration: app.settings.streams.max_duration,
-        tracker: app.tracker.clone(),
-        detached: app.streams.detached(),
-    };
-    Ok(response.map(|upstream| TeeBody::new(upstream, tap, detach, cancel).boxed_unsync()))
+    forward_recorded(app, parts, bytes, path, exchange, client_ip).await
+}
+
+/// One recorded exchange, its request already parsed.
+pub struct Exchange {
+    pub tenant: Tenant,
+    pub session: SessionId,
+    pub request: TurnRequest,
+    /// Told when the turn is stored, for callers that answer only then.
+    pub done: Option<tokio::sync::oneshot::Sender<bool>>,
+}
+
+/// Sends `bytes` to the upstream at `path` and tees the response into a
+/// recorder for `exchange` (also used by the stateful chat routes, which
+/// build the request themselves).
+pub fn forward_recorded<'a>(
+    app: &'a App,
+    parts: http::request::Parts,
+    bytes: bytes::Bytes,
+    path: &'a str,
+    exchange: Exchange,
+    client_ip: IpAddr,
+) -> Pin<Box<dyn Future<Output = Result<Response<Body>, ProxyError>> + Send + 'a>> {
+    // Boxed as `Send` where the type is concrete: inferred through callers,
+    // rustc cannot prove the hyper client's future `Send` for every
+    // lifetime (rust-lang/rust#102211).
+    Box::pin(async move {
+        let Exchange {
+            tenant,
+            session,
+            request,
+            done,
+        } = exchange;
+        let mut response = app
+            .proxy
+            .send(parts, body::full(bytes), path, client_ip)
+            .await?;
+        if let Ok(value) = HeaderValue::from_str(session.as_str()) {
+            response.headers_mut().insert(X_SESSION_ID, value);
+        }
+        if !response.status().is_success() {
+            // The upstream refused the turn (bad request, rate limit, ...): the
+            // client will retry, and history keeps only turns that happened.
+            app.metrics.skipped("upstream_status");
+            return Ok(response.map(BodyExt::boxed_unsync));
+        }
+        let content_encoding = response
+            .headers()
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok());
+        let encoding = match Encoding::from_header(content_encoding) {
+            Ok(encoding) => encoding,
+            Err(e) => {
+                app.metrics.skipped("unknown_encoding");
+                tracing::warn!(path, %session, error = %e, "response forwarded without recording");
+                return Ok(response.map(BodyExt::boxed_unsync));
+            }
+        };
+        let sse = is_event_stream(response.headers());
+        let now = now_ms();
+        let hub = sse.then(|| {
+            Arc::new(Hub::new(
+                new_stream_id(),
+                tenant.clone(),
+                session.clone(),
+                now,
+            ))
+        });
+        let cancel = hub
+            .as_ref()
+            .map_or_else(CancellationToken::new, |h| h.cancel_token());
+        let stream = hub.map(|hub| {
+            app.streams.insert(hub.clone());
+            if let Ok(value) = HeaderValue::from_str(&hub.id) {
+                response.headers_mut().insert(X_STREAM_ID, value);
+            }
+            let checkpoint = app.checkpoints.clone().map(|store| {
+                let (tx, writer) = checkpoint::writer(
+                    store,
+                    hub.clone(),
+                    writer_settings(app),
+                    app.metrics.clone(),
+                );
+                app.tracker.spawn(writer);
+                tx
+            });
+            StreamSink { hub, checkpoint }
+        });
+        let job = RecordJob {
+            tenant,
+            session,
+            sse,
+            request,
+            encoding,
+            max_bytes: app.settings.record.max_response_bytes,
+            stream,
+            done,
+        };
+        let (tap, recording) = tap();
+        app.tracker.spawn(recorder::run(
+            job,
+            recording,
+            app.history.clone(),
+            app.metrics.clone(),
+        ));
+        let detach = Detach {
+            policy: app.settings.streams.on_disconnect,
+            max_duration: app.settings.streams.max_duration,
+            tracker: app.tracker.clone(),
+            detached: app.streams.detached(),
+        };
+        Ok(response.map(|upstream| TeeBody::new(upstream, tap, detach, cancel).boxed_unsync()))
+    })
 }
 
 /// How this replica's checkpoint writers batch, from the stream settings.

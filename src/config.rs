@@ -72,6 +72,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub record: RecordSettings,
     pub streams: StreamSettings,
+    pub chat: ChatSettings,
     pub api_prefix: String,
     /// Serve the web console and the demo chat page under `{api_prefix}/ui`.
     pub ui_enabled: bool,
@@ -107,6 +108,15 @@ pub struct RecordSettings {
     /// Largest (decoded) response recorded; a longer one is recorded cut
     /// short, marked incomplete, and still forwarded whole.
     pub max_response_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChatSettings {
+    /// History longer than this is cut from the oldest turns for `/tether/chat`
+    /// (system messages stay).
+    pub max_context_messages: usize,
+    /// The model of a chat turn that names none.
+    pub default_model: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,6 +240,14 @@ impl RawSettings {
                 )? as usize,
             },
             streams: self.streams.validate()?,
+            chat: ChatSettings {
+                max_context_messages: positive(
+                    "chat.max_context_messages",
+                    self.chat.max_context_messages,
+                )? as usize,
+                default_model: (!self.chat.default_model.is_empty())
+                    .then_some(self.chat.default_model),
+            },
             api_prefix: validate_prefix(&self.api.prefix)?,
             ui_enabled: self.ui.enabled,
             log: self.log.validate()?,

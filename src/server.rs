@@ -226,7 +226,7 @@ async fn route(
             return Err(ProxyError::ReservedPath);
         }
         let route = route.to_owned();
-        return Ok(crate::api::handle(app, req, &route).await);
+        return Ok(crate::api::handle(app, req, &route, client_ip).await);
     }
     if app.settings.auth.required && crate::tenant::credential(req.headers()).is_none() {
         return Err(ProxyError::Unauthorized);

@@ -266,7 +266,9 @@ async fn schemathesis_finds_every_response_as_the_spec_says() {
         .args(["--url", &tether.url("/tether")])
         .args(["--checks", "all", "--exclude-checks", UNCHECKED])
         .args(["--phases", "examples,coverage,fuzzing"])
-        .args(["--max-examples", "40", "--seed", "7", "--workers", "2"])
+        // One worker: Python 3.11 raises a spurious `SystemError` (AST recursion
+        // depth) when schemathesis builds tracebacks on several threads.
+        .args(["--max-examples", "40", "--seed", "7", "--workers", "1"])
         .arg("--no-color");
     let output = run(command, SCHEMATHESIS_TIMEOUT).await;
     assert!(

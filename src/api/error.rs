@@ -19,12 +19,15 @@ pub enum ApiError {
     InvalidSession(#[from] InvalidSessionId),
     #[error("{0} not found")]
     NotFound(String),
-    #[error("method not allowed on this route")]
-    MethodNotAllowed,
+    /// The route exists; these are the methods it answers.
+    #[error("method not allowed on this route (it answers {0})")]
+    MethodNotAllowed(&'static str),
     #[error("session {0} exists in several tenants; pass ?tenant=")]
     AmbiguousSession(String),
 
-    // tether's side.
+    // The upstream's or tether's side.
+    #[error("{0}")]
+    Upstream(String, StatusCode),
     #[error("the store is unavailable")]
     Store(#[from] StoreError),
 }
@@ -35,8 +38,9 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) | ApiError::InvalidSession(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::AmbiguousSession(_) => StatusCode::CONFLICT,
+            ApiError::Upstream(_, status) => *status,
             ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -47,8 +51,9 @@ impl ApiError {
             ApiError::BadRequest(_) => "invalid_parameter",
             ApiError::InvalidSession(_) => "invalid_session_id",
             ApiError::NotFound(_) => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::AmbiguousSession(_) => "ambiguous_session",
+            ApiError::Upstream(..) => "upstream_error",
             ApiError::Store(_) => "store_unavailable",
         }
     }
@@ -56,10 +61,16 @@ impl ApiError {
     pub fn to_response(&self) -> Response<Body> {
         let kind = match self {
             ApiError::Unauthorized => "authentication_error",
-            ApiError::Store(_) => "server_error",
+            ApiError::Store(_) | ApiError::Upstream(..) => "server_error",
             _ => "invalid_request_error",
         };
-        error_response(self.status(), kind, self.code(), &self.to_string())
+        let mut response = error_response(self.status(), kind, self.code(), &self.to_string());
+        if let ApiError::MethodNotAllowed(allow) = self {
+            response
+                .headers_mut()
+                .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+        }
+        response
     }
 }
 
@@ -74,7 +85,7 @@ mod tests {
             (ApiError::BadRequest("limit".into()), 400),
             (ApiError::InvalidSession(InvalidSessionId::Empty), 400),
             (ApiError::NotFound("session x".into()), 404),
-            (ApiError::MethodNotAllowed, 405),
+            (ApiError::MethodNotAllowed("GET"), 405),
             (ApiError::AmbiguousSession("x".into()), 409),
             (ApiError::Store(StoreError::Corrupt("x".into())), 503),
         ];

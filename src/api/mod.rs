@@ -3,6 +3,7 @@
 //! `route` returns them. Probes, the OpenAPI document and the console's
 //! static files need no credential; every other route does.
 
+mod chat;
 mod error;
 mod export;
 mod health;
@@ -14,6 +15,9 @@ mod ui;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
 use std::time::{Duration, UNIX_EPOCH};
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -31,22 +35,34 @@ use crate::tenant::{self, Tenant};
 
 /// Answers a request whose path was under the own prefix; `route` is the rest
 /// of the path after the prefix (`/healthz`, `/history/chat-1`, ...).
-pub async fn handle(app: &App, req: Request<Incoming>, route: &str) -> Response<Body> {
-    match dispatch(app, &req, route).await {
-        Ok(response) => response,
-        Err(error) => {
-            if error.status().is_server_error() {
-                tracing::warn!(route, %error, detail = ?error, "own route failed");
+///
+/// The future is boxed as `Send` here, where its type is concrete: left to
+/// inference, rustc cannot prove the borrows held across the routes' awaits
+/// `Send` for every lifetime (rust-lang/rust#102211).
+pub fn handle<'a>(
+    app: &'a App,
+    req: Request<Incoming>,
+    route: &'a str,
+    client_ip: IpAddr,
+) -> Pin<Box<dyn Future<Output = Response<Body>> + Send + 'a>> {
+    Box::pin(async move {
+        match dispatch(app, req, route, client_ip).await {
+            Ok(response) => response,
+            Err(error) => {
+                if error.status().is_server_error() {
+                    tracing::warn!(route, %error, detail = ?error, "own route failed");
+                }
+                error.to_response()
             }
-            error.to_response()
         }
-    }
+    })
 }
 
 async fn dispatch(
     app: &App,
-    req: &Request<Incoming>,
+    req: Request<Incoming>,
     route: &str,
+    client_ip: IpAddr,
 ) -> Result<Response<Body>, ApiError> {
     // Segments are percent-decoded, so `a%3Ab` names the session `a:b` (as
     // `encodeURIComponent` writes it); what is not UTF-8 stays raw and fails
@@ -61,20 +77,31 @@ async fn dispatch(
         })
         .collect();
     let segments: Vec<&str> = decoded.iter().map(AsRef::as_ref).collect();
-    let method = req.method();
+    let (parts, body) = req.into_parts();
+    let method = &parts.method;
     match segments.as_slice() {
         ["healthz"] if method == Method::GET => return Ok(health::healthz()),
         ["readyz"] if method == Method::GET => return Ok(health::readyz(app).await),
         ["openapi.yaml"] if method == Method::GET => {
             return Ok(openapi::openapi(&app.settings.api_prefix));
         }
-        ["healthz" | "readyz" | "openapi.yaml"] => return Err(ApiError::MethodNotAllowed),
+        ["healthz" | "readyz" | "openapi.yaml"] => return Err(ApiError::MethodNotAllowed("GET")),
         // The pages are public static files; the data they fetch is not.
-        ["ui", rest @ ..] => return ui::serve(app, method, req.headers(), rest),
+        ["ui", rest @ ..] => return ui::serve(app, method, &parts.headers, rest),
         _ => {}
     }
-    let caller = authorize(app, req)?;
-    let query = Query::parse(req.uri().query());
+    let caller = authorize(app, &parts.headers)?;
+    // The chat routes take the request whole; they are answered before the
+    // borrows below exist.
+    match segments.as_slice() {
+        ["chat"] if method == Method::POST => return chat::chat(app, parts, body, client_ip).await,
+        ["simple-chat"] if method == Method::POST => {
+            return chat::simple_chat(app, parts, client_ip).await;
+        }
+        _ => {}
+    }
+    let query = Query::parse(parts.uri.query());
+    let headers = &parts.headers;
     match (method, segments.as_slice()) {
         (&Method::GET, ["metrics"]) => Ok(text(
             StatusCode::OK,
@@ -84,26 +111,30 @@ async fn dispatch(
         (&Method::GET, ["sessions"]) => sessions::list(app, &caller, &query).await,
         (&Method::GET, ["sessions", id]) => sessions::info(app, &caller, id, &query).await,
         (&Method::GET, ["sessions", id, "stream"]) => {
-            streams::of_session(app, &caller, id, &query, req.headers()).await
+            streams::of_session(app, &caller, id, &query, headers).await
         }
-        (&Method::GET, ["streams", id]) => {
-            streams::get(app, &caller, id, &query, req.headers()).await
-        }
+        (&Method::GET, ["streams", id]) => streams::get(app, &caller, id, &query, headers).await,
         (&Method::DELETE, ["streams", id]) => streams::cancel(app, &caller, id).await,
         (&Method::GET, ["streams", id, "status"]) => streams::status(app, &caller, id).await,
         (&Method::GET, ["history", id]) => history::read(app, &caller, id, &query).await,
         (&Method::DELETE, ["history", id]) => history::delete(app, &caller, id, &query).await,
         (&Method::GET, ["history", id, "export"]) => export::export(app, &caller, id, &query).await,
-        (
-            _,
-            ["metrics"]
-            | ["sessions"]
-            | ["sessions", _]
-            | ["history", _]
-            | ["history", _, "export"],
-        ) => Err(ApiError::MethodNotAllowed),
-        _ => Err(ApiError::NotFound(format!("route {route:?}"))),
+        (_, path) => match allowed_methods(path) {
+            Some(allow) => Err(ApiError::MethodNotAllowed(allow)),
+            None => Err(ApiError::NotFound(format!("route {route:?}"))),
+        },
     }
+}
+
+/// The methods a known route answers, for a 405's `Allow` header.
+fn allowed_methods(path: &[&str]) -> Option<&'static str> {
+    Some(match path {
+        ["metrics"] | ["sessions"] | ["sessions", _] | ["sessions", _, "stream"] => "GET",
+        ["streams", _] | ["history", _] => "GET, DELETE",
+        ["streams", _, "status"] | ["history", _, "export"] => "GET",
+        ["chat"] | ["simple-chat"] => "POST",
+        _ => return None,
+    })
 }
 
 /// Who is asking: one tenant, or the admin token that sees them all.
@@ -124,9 +155,9 @@ impl Caller {
 
 /// The admin token, else the tenant of the credential. Under `auth.tenancy =
 /// "none"` the routes are open unless an admin token is set.
-fn authorize(app: &App, req: &Request<Incoming>) -> Result<Caller, ApiError> {
+fn authorize(app: &App, headers: &http::HeaderMap) -> Result<Caller, ApiError> {
     let auth = &app.settings.auth;
-    let credential = tenant::credential(req.headers());
+    let credential = tenant::credential(headers);
     if let (Some(expected), Some(presented)) = (&auth.admin_token, credential)
         && tenant::secret_matches(presented, expected)
     {

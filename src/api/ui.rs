@@ -67,7 +67,7 @@ pub fn serve(
         .find(|(name, _, _)| *name == path)
         .ok_or_else(not_found)?;
     if method != Method::GET {
-        return Err(ApiError::MethodNotAllowed);
+        return Err(ApiError::MethodNotAllowed("GET"));
     }
     let text = if content_type == HTML {
         text.replace("{{prefix}}", &app.settings.api_prefix)

@@ -30,6 +30,7 @@ pub struct RawSettings {
     pub auth: Auth,
     pub record: Record,
     pub streams: Streams,
+    pub chat: Chat,
     pub api: Api,
     pub ui: Ui,
     pub log: Log,
@@ -201,6 +202,22 @@ impl Default for Streams {
             idle_timeout_secs: 15,
             checkpoint_interval_ms: 200,
             checkpoint_max_events: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Chat {
+    pub max_context_messages: u64,
+    pub default_model: String,
+}
+
+impl Default for Chat {
+    fn default() -> Self {
+        Self {
+            max_context_messages: 50,
+            default_model: String::new(),
         }
     }
 }
