@@ -45,6 +45,10 @@ struct Args {
     /// Fixed port of the mock upstream (peers are configured with it)
     #[arg(long)]
     upstream_port: Option<u16>,
+    /// Run only these workloads (non-stream, streams, history, cost,
+    /// resume, scale); repeatable [default: all]
+    #[arg(long, value_name = "WORKLOAD", value_parser = ["non-stream", "streams", "history", "cost", "resume", "scale"])]
+    only: Vec<String>,
     /// A peer gateway already running, NAME=http://127.0.0.1:PORT
     /// (bench/peers/run.sh starts LiteLLM and Portkey); repeatable
     #[arg(long, value_name = "NAME=URL", value_parser = parse_peer)]
@@ -66,11 +70,13 @@ fn main() -> ExitCode {
     plan.rounds = args.rounds.unwrap_or(plan.rounds);
     plan.concurrency = args.concurrency;
     // The scale run holds N client sockets here, N upstream sockets in the
-    // mock and 2N in tether; children inherit this process's limit.
-    let wanted = (2 * plan.scale + 4096) as u64;
+    // mock and 2N in tether (plus a few dozen of its own); children inherit
+    // this process's limit.
+    const SPARE: usize = 128;
+    let wanted = (2 * plan.scale + SPARE) as u64;
     let limit = procs::raise_nofile(wanted);
     if limit < wanted {
-        let fit = (limit as usize).saturating_sub(4096) / 2;
+        let fit = (limit as usize).saturating_sub(SPARE) / 2;
         eprintln!("open-file limit {limit} < {wanted}: scale run cut to {fit} streams");
         plan.scale = fit;
     }
@@ -94,7 +100,7 @@ fn main() -> ExitCode {
     };
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let started = Instant::now();
-    let results = match runtime.block_on(run(&options, &plan)) {
+    let results = match runtime.block_on(run(&options, &plan, &args.only)) {
         Ok(results) => results,
         Err(e) => {
             eprintln!("bench: {e}");
@@ -139,7 +145,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(options: &Options, plan: &Plan) -> Result<Results, String> {
+async fn run(options: &Options, plan: &Plan, only: &[String]) -> Result<Results, String> {
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let mut setup = Setup::start(options)?;
     let subjects = setup.subjects();
     let mut results = Results {
@@ -150,24 +157,28 @@ async fn run(options: &Options, plan: &Plan) -> Result<Results, String> {
         ..Results::default()
     };
     for round in 0..plan.rounds {
-        eprintln!(
-            "round {}/{}: non-stream, streams, history",
-            round + 1,
-            plan.rounds
-        );
-        workloads::non_stream::round(&subjects, plan, round, &mut results).await;
-        workloads::streams::round(&setup, &subjects, plan, round, &mut results).await;
-        workloads::history::run(&setup, plan, round, &mut results).await;
+        eprintln!("round {}/{}", round + 1, plan.rounds);
+        if wanted("non-stream") {
+            workloads::non_stream::round(&subjects, plan, round, &mut results).await;
+        }
+        if wanted("streams") {
+            workloads::streams::round(&setup, &subjects, plan, round, &mut results).await;
+        }
+        if wanted("history") {
+            workloads::history::run(&setup, plan, round, &mut results).await;
+        }
         setup.check_alive()?;
     }
-    eprintln!(
-        "redis cost: {} streams of {} tokens",
-        plan.cost_streams, plan.cost_stream.chunks
-    );
-    workloads::redis_cost::run(&setup, plan, &mut results).await;
-    eprintln!("resume: {} streams per replica", plan.resumes);
-    workloads::resume::run(&setup, plan, &mut results).await;
-    if plan.scale > 0 {
+    if wanted("cost") {
+        let (n, tokens) = (plan.cost_streams, plan.cost_stream.chunks);
+        eprintln!("redis cost: {n} streams of {tokens} tokens");
+        workloads::redis_cost::run(&setup, plan, &mut results).await;
+    }
+    if wanted("resume") {
+        eprintln!("resume: {} streams per replica", plan.resumes);
+        workloads::resume::run(&setup, plan, &mut results).await;
+    }
+    if plan.scale > 0 && wanted("scale") {
         eprintln!("scale: {} concurrent streams", plan.scale);
         workloads::scale::run(&setup, plan, &mut results).await;
     }

@@ -66,6 +66,13 @@ pub async fn drained(
             }
             return Ok((now, start.elapsed()));
         }
+        let dropped = (now.dropped - before.dropped) as u64;
+        if dropped > 0 && written + dropped >= expected {
+            return Err(format!(
+                "{}: lost recording: {dropped} of {expected} turns dropped (history writes failed; see its log), {written} written",
+                target.name
+            ));
+        }
         if start.elapsed() > limit {
             return Err(format!(
                 "{}: lost recording: {written} of {expected} turns written after {limit:?}",

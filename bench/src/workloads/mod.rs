@@ -45,6 +45,9 @@ pub struct Plan {
     pub history_messages: usize,
     pub scale: usize,
     pub scale_stream: StreamShape,
+    /// The scale run's streams open evenly over this time (clients arrive;
+    /// a burst of 10,000 connects would measure the listen backlog).
+    pub scale_ramp: Duration,
 }
 
 impl Plan {
@@ -82,6 +85,7 @@ impl Plan {
                 chunks: 10,
                 delay_ms: 200,
             },
+            scale_ramp: Duration::from_millis(500),
         }
     }
 
@@ -91,10 +95,10 @@ impl Plan {
             rounds: 3,
             warmup: Duration::from_secs(1),
             duration: Duration::from_secs(5),
-            serial_duration: Duration::from_secs(3),
+            serial_duration: Duration::from_secs(2),
             stream_duration: Duration::from_secs(5),
             history_sample: 200,
-            resumes: 100,
+            resumes: 50,
             history_duration: Duration::from_secs(5),
             cost_streams: 16,
             cost_stream: StreamShape {
@@ -106,6 +110,7 @@ impl Plan {
                 chunks: 40,
                 delay_ms: 500,
             },
+            scale_ramp: Duration::from_secs(5),
             ..Plan::quick(None)
         }
     }

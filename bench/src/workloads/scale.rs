@@ -1,5 +1,5 @@
 //! Scale: N concurrent slow streams through tether on Redis, each on its
-//! own connection, all recorded and byte-exact. Reported: tether's RSS per
+//! own connection, opened evenly over a ramp, all recorded and byte-exact. Reported: tether's RSS per
 //! active stream (RSS while all N are open, less RSS before, over N), the
 //! p99 gap added to the upstream's nominal interval, TTFT p99, and CPU per
 //! chunk.
@@ -33,11 +33,13 @@ pub async fn run(setup: &Setup, plan: &Plan, results: &mut Results) {
     let idle = Sample::of(setup.tether_redis.pid());
     let started = Arc::new(AtomicUsize::new(0));
     let expected = Bytes::from(wire::stream_bytes(shape.chunks, 0));
+    let ramp = plan.scale_ramp;
     let tasks: Vec<_> = (0..n)
         .map(|i| {
             let (target, started, expected) = (s.target.clone(), started.clone(), expected.clone());
             tokio::spawn(async move {
                 let mut run = StreamRun::default();
+                tokio::time::sleep(ramp * i as u32 / n as u32).await;
                 let result = async {
                     let mut conn = Conn::open(target).await?;
                     let req = conn.chat(
@@ -65,15 +67,15 @@ pub async fn run(setup: &Setup, plan: &Plan, results: &mut Results) {
             })
         })
         .collect();
-    // The plateau: every stream has its first byte (TTFT recorded) or a
-    // third of a stream's life has gone by; sample RSS while they run.
+    // The plateau: from the last stream's start (the ramp's end) to the
+    // first one's end; tether's RSS is sampled through it.
     let life = Duration::from_millis(shape.chunks * shape.delay_ms);
     let start = Instant::now();
-    while started.load(Ordering::Relaxed) < n && start.elapsed() < life / 3 {
+    while started.load(Ordering::Relaxed) < n && start.elapsed() < ramp + life / 2 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut peak = Sample::of(setup.tether_redis.pid());
-    while start.elapsed() < life * 2 / 3 {
+    while start.elapsed() + Duration::from_millis(300) < life {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let now = Sample::of(setup.tether_redis.pid());
         peak.rss_kib = peak.rss_kib.max(now.rss_kib);
