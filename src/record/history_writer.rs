@@ -161,16 +161,13 @@ async fn write_with_retry(store: &dyn Store, pending: &PendingTurn, metrics: &Me
 }
 
 async fn write(store: &dyn Store, pending: &PendingTurn) -> Result<usize, StoreError> {
-    let session_is_new = !store
-        .session_exists(&pending.tenant, &pending.session)
-        .await?;
-    let turn = turn::build(
+    let mut turn = turn::build(
         &pending.request,
         pending.reply.as_ref(),
-        session_is_new,
         &pending.context,
         pending.at,
     );
+    turn.id = pending.id.clone();
     store
         .append_turn(&pending.tenant, &pending.session, &turn)
         .await?;

@@ -23,23 +23,35 @@ pub struct ReplyContext {
 
 /// The messages of `request` that history does not have yet.
 pub fn new_messages(request: &TurnRequest, session_is_new: bool) -> Vec<Value> {
+    let (if_new, always) = new_messages_split(request);
+    if session_is_new {
+        if_new.into_iter().chain(always).collect()
+    } else {
+        always
+    }
+}
+
+/// The new messages in two parts: those only a new session takes (the
+/// system/developer messages that precede the last assistant message, and
+/// instructions given beside the conversation), and those every turn adds.
+/// The store decides between them, in the same step that appends.
+pub fn new_messages_split(request: &TurnRequest) -> (Vec<Value>, Vec<Value>) {
     let messages = &request.messages;
     let after_last_assistant = messages
         .iter()
         .rposition(|m| role(m) == "assistant")
         .map_or(0, |i| i + 1);
-    let mut out = Vec::new();
-    if session_is_new {
-        out.extend(request.system.iter().cloned());
-        out.extend(
+    let if_new = request
+        .system
+        .iter()
+        .chain(
             messages[..after_last_assistant]
                 .iter()
-                .filter(|m| matches!(role(m), "system" | "developer"))
-                .cloned(),
-        );
-    }
-    out.extend(messages[after_last_assistant..].iter().cloned());
-    out
+                .filter(|m| matches!(role(m), "system" | "developer")),
+        )
+        .cloned()
+        .collect();
+    (if_new, messages[after_last_assistant..].to_vec())
 }
 
 /// The turn to append: the new request messages and the reply, each with
@@ -47,7 +59,6 @@ pub fn new_messages(request: &TurnRequest, session_is_new: bool) -> Vec<Value> {
 pub fn build(
     request: &TurnRequest,
     reply: Option<&Reply>,
-    session_is_new: bool,
     context: &ReplyContext,
     now: SystemTime,
 ) -> Turn {
@@ -62,10 +73,9 @@ pub fn build(
         }
         message
     };
-    let mut messages: Vec<Value> = new_messages(request, session_is_new)
-        .into_iter()
-        .map(stamp)
-        .collect();
+    let (if_new, always) = new_messages_split(request);
+    let if_new: Vec<Value> = if_new.into_iter().map(stamp).collect();
+    let mut messages: Vec<Value> = always.into_iter().map(stamp).collect();
     let mut usage = UsageTotals::default();
     if let Some(reply) = reply {
         usage = usage_totals(reply.usage.as_ref());
@@ -87,6 +97,7 @@ pub fn build(
     }
     Turn {
         id: String::new(),
+        if_new,
         messages,
         usage,
         model,

@@ -96,6 +96,7 @@ impl Store for MemoryStore {
         if sessions.get(&key).is_some_and(|s| s.expires <= now) {
             sessions.remove(&key);
         }
+        let fresh = !sessions.contains_key(&key);
         let entry = sessions.entry(key).or_insert_with(|| Session {
             messages: Vec::new(),
             info: SessionInfo {
@@ -104,6 +105,9 @@ impl Store for MemoryStore {
             },
             expires: now,
         });
+        if fresh {
+            entry.messages.extend(turn.if_new.iter().cloned());
+        }
         entry.messages.extend(turn.messages.iter().cloned());
         let info = &mut entry.info;
         info.message_count = entry.messages.len();

@@ -75,6 +75,9 @@ pub struct Turn {
     /// Names the turn, so a store can tell a retry of a write it already
     /// applied from a new turn.
     pub id: String,
+    /// Messages that go first, and only when the session is new (its
+    /// system prompt); deciding it in the append itself saves a round trip.
+    pub if_new: Vec<Value>,
     pub messages: Vec<Value>,
     pub usage: UsageTotals,
     pub model: Option<String>,

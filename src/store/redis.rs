@@ -29,7 +29,8 @@ use crate::tenant::Tenant;
 /// Appends a turn atomically: one script on the session's slot (so it
 /// also works on a cluster, where MULTI does not follow a slot that moved).
 /// A retry of a turn already applied (its answer was lost) changes nothing:
-/// the session remembers the id of the last turn it took.
+/// the session remembers the id of the last turn it took. The session's
+/// first messages (`Turn::if_new`) go in only when it has none yet.
 static APPEND_TURN: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
@@ -37,8 +38,12 @@ static APPEND_TURN: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::ne
         if ARGV[7] ~= '' and redis.call('HGET', KEYS[2], 'last_turn') == ARGV[7] then
             return 0
         end
-        for first = 8, #ARGV, 1000 do
-            redis.call('RPUSH', KEYS[1], unpack(ARGV, first, math.min(first + 999, #ARGV)))
+        local first = 9
+        if redis.call('EXISTS', KEYS[1]) == 1 then
+            first = 9 + tonumber(ARGV[8])
+        end
+        for from = first, #ARGV, 1000 do
+            redis.call('RPUSH', KEYS[1], unpack(ARGV, from, math.min(from + 999, #ARGV)))
         end
         redis.call('EXPIRE', KEYS[1], ttl)
         redis.call('HSETNX', KEYS[2], 'created_ms', at)
@@ -55,8 +60,16 @@ static APPEND_TURN: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::ne
     )
 });
 
+/// How often at most a session index is pruned and its TTL refreshed.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Indexes remembered for `PRUNE_INTERVAL` (one per tenant, plus the admin's);
+/// past this many the memory is dropped, and the next writes prune again.
+const MAX_PRUNE_ENTRIES: usize = 100_000;
+
 pub struct RedisStore {
     pub(super) conn: RedisConn,
+    pruned: std::sync::Mutex<HashMap<String, std::time::Instant>>,
     /// Where connections of their own come from (blocking reads of live
     /// tails, the cancel subscription): the server, or for a cluster its
     /// client and its first node (a cluster broadcasts every PUBLISH).
@@ -90,6 +103,7 @@ impl RedisStore {
         let store = RedisStore {
             conn: RedisConn::Single(conn),
             subscribe_to: vec![client.clone()],
+            pruned: Default::default(),
             client,
             cluster: None,
             command_timeout,
@@ -126,6 +140,7 @@ impl RedisStore {
             client: redis::Client::open(first.as_str())?,
             cluster: Some(lazy),
             subscribe_to,
+            pruned: Default::default(),
             command_timeout,
             retention,
         };
@@ -176,13 +191,31 @@ impl RedisStore {
     async fn touch_index(&self, key: &str, member: &str, at_ms: u64) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
-        pipe.zadd(key, member, at_ms)
-            .ignore()
-            .zrembyscore(key, "-inf", format!("({}", self.cutoff_ms()))
-            .ignore()
-            .expire(key, self.ttl_secs())
-            .ignore();
+        pipe.zadd(key, member, at_ms).ignore();
+        if self.prune_due(key) {
+            pipe.zrembyscore(key, "-inf", format!("({}", self.cutoff_ms()))
+                .ignore()
+                .expire(key, self.ttl_secs())
+                .ignore();
+        }
         self.timed(pipe.query_async::<()>(&mut conn)).await
+    }
+
+    /// True at most once per `PRUNE_INTERVAL` per index: pruning and the TTL
+    /// refresh need not ride on every write (listings prune too).
+    fn prune_due(&self, key: &str) -> bool {
+        let now = std::time::Instant::now();
+        let mut pruned = self.pruned.lock().unwrap_or_else(|e| e.into_inner());
+        if pruned.len() > MAX_PRUNE_ENTRIES {
+            pruned.clear();
+        }
+        match pruned.get(key) {
+            Some(at) if now.duration_since(*at) < PRUNE_INTERVAL => false,
+            _ => {
+                pruned.insert(key.to_owned(), now);
+                true
+            }
+        }
     }
 }
 
@@ -228,8 +261,9 @@ impl Store for RedisStore {
             .arg(turn.usage.completion_tokens)
             .arg(turn.usage.total_tokens)
             .arg(turn.model.as_deref().unwrap_or(""))
-            .arg(&turn.id);
-        for message in &turn.messages {
+            .arg(&turn.id)
+            .arg(turn.if_new.len());
+        for message in turn.if_new.iter().chain(&turn.messages) {
             invocation.arg(message.to_string());
         }
         let mut conn = self.conn.clone();
