@@ -155,17 +155,16 @@ pub fn forward_recorded<'a>(
             if let Ok(value) = HeaderValue::from_str(&hub.id) {
                 response.headers_mut().insert(X_STREAM_ID, value);
             }
-            let checkpoint = app.checkpoints.clone().map(|store| {
-                let (tx, writer) = checkpoint::writer(
+            if let Some(store) = app.checkpoints.clone() {
+                let writer = checkpoint::run(
                     store,
                     hub.clone(),
                     writer_settings(app),
                     app.metrics.clone(),
                 );
                 app.tracker.spawn(writer);
-                tx
-            });
-            StreamSink { hub, checkpoint }
+            }
+            StreamSink { hub }
         });
         let job = RecordJob {
             tenant,

@@ -15,7 +15,6 @@ use super::{Api, Assembler, Decoder, Encoding, Reply, SseEvent, SseParser, TurnR
 use crate::metrics::Metrics;
 use crate::session::SessionId;
 use crate::store::StreamState;
-use crate::stream::checkpoint::CheckpointTx;
 use crate::stream::{End, Hub, Recording};
 use crate::tenant::Tenant;
 
@@ -35,10 +34,10 @@ pub struct RecordJob {
     pub done: Option<tokio::sync::oneshot::Sender<bool>>,
 }
 
-/// A resumable stream's hub (this replica) and checkpoint writer (others).
+/// A resumable stream's hub: followers on this replica read it, and its
+/// checkpoint writer copies it for the others.
 pub struct StreamSink {
     pub hub: Arc<Hub>,
-    pub checkpoint: Option<CheckpointTx>,
 }
 
 /// Records one exchange; returns once the turn is queued for the history writer.
@@ -63,10 +62,7 @@ pub async fn run(
     if let Some(sink) = job.stream.take() {
         metrics.active_streams.dec();
         let state = stream_state(end, lossy);
-        sink.hub.finish(state, tail.clone());
-        if let Some(checkpoint) = sink.checkpoint {
-            checkpoint.end(state, tail).await;
-        }
+        sink.hub.finish(state, tail);
     }
     let incomplete = match end {
         End::Complete if lossy => Some("recorder_behind"),
@@ -188,10 +184,7 @@ impl Fold {
                 assembler.push(&event);
             }
             if let Some(sink) = sink.as_deref_mut() {
-                sink.hub.push(raw.clone());
-                if let Some(checkpoint) = &mut sink.checkpoint {
-                    checkpoint.event(raw);
-                }
+                sink.hub.push(raw);
             }
         }
     }
