@@ -23,6 +23,10 @@ use crate::session::SessionId;
 use crate::store::{Store, StoreError};
 use crate::tenant::Tenant;
 
+/// Turns written together at most: a batch is one pipeline, and this keeps
+/// it to a few megabytes at most.
+const WRITE_BATCH: usize = 256;
+
 /// First and longest wait between retries of a write the store refused.
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(1);
@@ -118,14 +122,70 @@ async fn run(
     mut rx: mpsc::Receiver<PendingTurn>,
     depth: Arc<AtomicUsize>,
 ) {
-    while let Some(mut pending) = rx.recv().await {
-        let stored = write_with_retry(&*store, &pending, &metrics).await;
-        depth.fetch_sub(1, Ordering::Relaxed);
+    while let Some(first) = rx.recv().await {
+        // Group commit: whatever else is waiting goes along, in order.
+        let mut batch = vec![first];
+        while batch.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let stored = write_batch(&*store, &batch, &metrics).await;
+        depth.fetch_sub(batch.len(), Ordering::Relaxed);
         metrics
             .history_queue_depth
             .set(depth.load(Ordering::Relaxed) as i64);
-        if let Some(done) = pending.done.take() {
-            let _ = done.send(stored);
+        for (mut pending, stored) in batch.into_iter().zip(stored) {
+            if let Some(done) = pending.done.take() {
+                let _ = done.send(stored);
+            }
+        }
+    }
+}
+
+/// Writes a batch in one go (one round trip where the store can), retrying
+/// it whole while the store is unreachable: appending a turn twice changes
+/// nothing, so the retry is safe. A batch the store refuses is written turn
+/// by turn instead, so one bad turn cannot take the others with it.
+/// Returns, per turn, whether it was stored.
+async fn write_batch(store: &dyn Store, batch: &[PendingTurn], metrics: &Metrics) -> Vec<bool> {
+    if batch.len() == 1 {
+        return vec![write_with_retry(store, &batch[0], metrics).await];
+    }
+    let turns: Vec<_> = batch
+        .iter()
+        .map(|pending| {
+            (
+                pending.tenant.clone(),
+                pending.session.clone(),
+                build(pending),
+            )
+        })
+        .collect();
+    let mut wait = RETRY_MIN;
+    loop {
+        match store.append_turns(&turns).await {
+            Ok(()) => {
+                metrics.history_turns.inc_by(turns.len() as u64);
+                let messages: usize = turns.iter().map(|(_, _, t)| t.messages.len()).sum();
+                metrics.history_messages.inc_by(messages as u64);
+                return vec![true; turns.len()];
+            }
+            Err(e) if is_transient(&e) => {
+                metrics.store_errors.inc();
+                tracing::debug!(turns = turns.len(), error = %e, retry_in = ?wait, "history batch failed; will retry");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(RETRY_MAX);
+            }
+            Err(_) => {
+                metrics.store_errors.inc();
+                let mut stored = Vec::with_capacity(batch.len());
+                for pending in batch {
+                    stored.push(write_with_retry(store, pending, metrics).await);
+                }
+                return stored;
+            }
         }
     }
 }
@@ -160,7 +220,8 @@ async fn write_with_retry(store: &dyn Store, pending: &PendingTurn, metrics: &Me
     }
 }
 
-async fn write(store: &dyn Store, pending: &PendingTurn) -> Result<usize, StoreError> {
+/// The turn a pending exchange amounts to, named by its id.
+fn build(pending: &PendingTurn) -> crate::store::Turn {
     let mut turn = turn::build(
         &pending.request,
         pending.reply.as_ref(),
@@ -168,6 +229,11 @@ async fn write(store: &dyn Store, pending: &PendingTurn) -> Result<usize, StoreE
         pending.at,
     );
     turn.id = pending.id.clone();
+    turn
+}
+
+async fn write(store: &dyn Store, pending: &PendingTurn) -> Result<usize, StoreError> {
+    let turn = build(pending);
     store
         .append_turn(&pending.tenant, &pending.session, &turn)
         .await?;

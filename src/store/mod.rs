@@ -157,6 +157,17 @@ pub trait Store: Send + Sync + 'static {
         session: &SessionId,
     ) -> Result<bool, StoreError>;
 
+    /// Appends several turns, in order. Stores that can send them together
+    /// (one round trip) do; the default appends them one by one. On an error
+    /// some may be applied: a retry of the whole batch is safe, as appending
+    /// a turn twice (same `Turn::id`) changes nothing.
+    async fn append_turns(&self, turns: &[(Tenant, SessionId, Turn)]) -> Result<(), StoreError> {
+        for (tenant, session, turn) in turns {
+            self.append_turn(tenant, session, turn).await?;
+        }
+        Ok(())
+    }
+
     /// Appends a turn's messages, updates the session's info and its place in
     /// the session index, and refreshes the history TTL.
     async fn append_turn(

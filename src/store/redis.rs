@@ -201,6 +201,31 @@ impl RedisStore {
         self.timed(pipe.query_async::<()>(&mut conn)).await
     }
 
+    /// The append script called for one turn.
+    fn append_invocation<'a>(
+        &self,
+        tenant: &Tenant,
+        session: &SessionId,
+        turn: &Turn,
+    ) -> redis::ScriptInvocation<'a> {
+        let mut invocation = APPEND_TURN.prepare_invoke();
+        invocation
+            .key(Key::Messages(tenant, session).to_redis())
+            .key(Key::SessionMeta(tenant, session).to_redis())
+            .arg(self.ttl_secs())
+            .arg(turn.at_ms)
+            .arg(turn.usage.prompt_tokens)
+            .arg(turn.usage.completion_tokens)
+            .arg(turn.usage.total_tokens)
+            .arg(turn.model.as_deref().unwrap_or(""))
+            .arg(&turn.id)
+            .arg(turn.if_new.len());
+        for message in turn.if_new.iter().chain(&turn.messages) {
+            invocation.arg(message.to_string());
+        }
+        invocation
+    }
+
     /// True at most once per `PRUNE_INTERVAL` per index: pruning and the TTL
     /// refresh need not ride on every write (listings prune too).
     fn prune_due(&self, key: &str) -> bool {
@@ -250,22 +275,7 @@ impl Store for RedisStore {
         session: &SessionId,
         turn: &Turn,
     ) -> Result<(), StoreError> {
-        let messages_key = Key::Messages(tenant, session).to_redis();
-        let meta_key = Key::SessionMeta(tenant, session).to_redis();
-        let mut invocation = APPEND_TURN.key(&messages_key);
-        invocation
-            .key(&meta_key)
-            .arg(self.ttl_secs())
-            .arg(turn.at_ms)
-            .arg(turn.usage.prompt_tokens)
-            .arg(turn.usage.completion_tokens)
-            .arg(turn.usage.total_tokens)
-            .arg(turn.model.as_deref().unwrap_or(""))
-            .arg(&turn.id)
-            .arg(turn.if_new.len());
-        for message in turn.if_new.iter().chain(&turn.messages) {
-            invocation.arg(message.to_string());
-        }
+        let invocation = self.append_invocation(tenant, session, turn);
         let mut conn = self.conn.clone();
         self.timed(invocation.invoke_async::<()>(&mut conn)).await?;
 
@@ -281,6 +291,59 @@ impl Store for RedisStore {
             turn.at_ms,
         )
         .await
+    }
+
+    /// On a standalone server, the whole batch is one pipeline (one round
+    /// trip): each turn's script in order, then each index once. A cluster
+    /// appends turn by turn (its slots may live on different nodes).
+    async fn append_turns(&self, turns: &[(Tenant, SessionId, Turn)]) -> Result<(), StoreError> {
+        if self.cluster.is_some() || turns.len() < 2 {
+            for (tenant, session, turn) in turns {
+                self.append_turn(tenant, session, turn).await?;
+            }
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        let mut indexes: HashMap<(String, String), u64> = HashMap::new();
+        for (tenant, session, turn) in turns {
+            let invocation = self.append_invocation(tenant, session, turn);
+            pipe.invoke_script(&invocation).ignore();
+            for index in [
+                (
+                    Key::Sessions(tenant).to_redis(),
+                    session.as_str().to_owned(),
+                ),
+                (
+                    Key::AllSessions.to_redis(),
+                    all_sessions_member(tenant, session.as_str()),
+                ),
+            ] {
+                let at = indexes.entry(index).or_default();
+                *at = (*at).max(turn.at_ms);
+            }
+        }
+        let mut pruned = std::collections::HashSet::new();
+        for ((key, member), at_ms) in &indexes {
+            pipe.zadd(key, member, *at_ms).ignore();
+            if pruned.insert(key.clone()) && self.prune_due(key) {
+                pipe.zrembyscore(key, "-inf", format!("({}", self.cutoff_ms()))
+                    .ignore()
+                    .expire(key, self.ttl_secs())
+                    .ignore();
+            }
+        }
+        let mut conn = self.conn.clone();
+        match self.timed(pipe.query_async::<()>(&mut conn)).await {
+            // EVALSHA of a script the server does not know yet (first use,
+            // or after a restart): load it, then send the batch again.
+            Err(StoreError::Redis(e))
+                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                self.timed(APPEND_TURN.load_async(&mut conn)).await?;
+                self.timed(pipe.query_async::<()>(&mut conn)).await
+            }
+            other => other,
+        }
     }
 
     async fn read_messages(
