@@ -9,36 +9,9 @@ use std::time::{Duration, Instant};
 
 use common::history::{KEY, get};
 use common::process::Process;
+use common::streams::{read_events, start_stream};
 use common::{MockUpstream, RedisServer, Tether, client};
 use serde_json::json;
-
-async fn start_stream(base: &str, session: &str, chunks: u32, delay_ms: u32) -> reqwest::Response {
-    let response = client()
-        .post(format!("{base}/v1/chat/completions"))
-        .bearer_auth(KEY)
-        .header("x-session-id", session)
-        .header("x-mock-chunks", chunks.to_string())
-        .header("x-mock-delay-ms", delay_ms.to_string())
-        .json(&json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "tell me a story"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response
-}
-
-async fn read_events(response: &mut reqwest::Response, n: usize) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    while bytes.windows(2).filter(|w| w == b"\n\n").count() < n {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())
-            .await
-            .expect("events keep coming")
-            .unwrap()
-            .expect("the stream ended early");
-        bytes.extend_from_slice(&chunk);
-    }
-    bytes
-}
 
 async fn replica(mock: &MockUpstream, redis: &RedisServer) -> Tether {
     let url = redis.url();

@@ -8,52 +8,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::history::{KEY, get, wait_for_messages};
+use common::streams::{events_in, read_events, start_stream};
 use common::{MockUpstream, RedisServer, Tether, client, mock_upstream};
 use serde_json::json;
-
-/// Starts a streamed chat of `chunks` chunks, `delay_ms` apart, in `session`.
-async fn start_stream(
-    tether: &Tether,
-    session: &str,
-    chunks: u32,
-    delay_ms: u32,
-) -> reqwest::Response {
-    let response = client()
-        .post(tether.url("/v1/chat/completions"))
-        .bearer_auth(KEY)
-        .header("x-session-id", session)
-        .header("x-mock-chunks", chunks.to_string())
-        .header("x-mock-delay-ms", delay_ms.to_string())
-        .json(&json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "tell me a story"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    assert!(
-        response.headers().contains_key("x-stream-id"),
-        "a recorded stream names its id"
-    );
-    response
-}
-
-/// Reads whole SSE events until `n` have arrived; returns their bytes.
-async fn read_events(response: &mut reqwest::Response, n: usize) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    while bytes.windows(2).filter(|w| w == b"\n\n").count() < n {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())
-            .await
-            .expect("events keep coming")
-            .unwrap()
-            .expect("the stream ended early");
-        bytes.extend_from_slice(&chunk);
-    }
-    assert_eq!(
-        bytes.windows(2).filter(|w| w == b"\n\n").count(),
-        n,
-        "read exactly {n} events"
-    );
-    bytes
-}
 
 async fn resume(tether: &Tether, path: &str) -> reqwest::Response {
     client()
@@ -80,12 +37,13 @@ async fn direct_body(mock: &MockUpstream, n: u32) -> Vec<u8> {
 async fn a_dropped_client_resumes_after_n_events_byte_for_byte() {
     let mock = MockUpstream::start().await;
     let tether = Tether::start(&mock.url()).await;
-    let mut first = start_stream(&tether, "story", 60, 10).await;
+    let mut first = start_stream(&tether.url(""), "story", 60, 10).await;
     let id = first.headers()["x-stream-id"].to_str().unwrap().to_owned();
     let head = read_events(&mut first, 20).await;
+    let have = events_in(&head);
     drop(first);
 
-    let resumed = resume(&tether, &format!("/streams/{id}?after=20")).await;
+    let resumed = resume(&tether, &format!("/streams/{id}?after={have}")).await;
     assert_eq!(resumed.status(), 200);
     assert_eq!(resumed.headers()["content-type"], "text/event-stream");
     assert_eq!(resumed.headers()["x-session-id"], "story");
@@ -113,7 +71,7 @@ async fn a_dropped_client_resumes_after_n_events_byte_for_byte() {
 async fn three_followers_of_a_live_stream_get_the_same_bytes() {
     let mock = MockUpstream::start().await;
     let tether = Tether::start(&mock.url()).await;
-    let first = start_stream(&tether, "live", 40, 15).await;
+    let first = start_stream(&tether.url(""), "live", 40, 15).await;
     let id = first.headers()["x-stream-id"].to_str().unwrap().to_owned();
     let followers: Vec<_> = (0..3)
         .map(|_| {
@@ -147,7 +105,7 @@ async fn three_followers_of_a_live_stream_get_the_same_bytes() {
 async fn event_ids_for_eventsource_clients() {
     let mock = MockUpstream::start().await;
     let tether = Tether::start(&mock.url()).await;
-    let first = start_stream(&tether, "ids", 5, 0).await;
+    let first = start_stream(&tether.url(""), "ids", 5, 0).await;
     let id = first.headers()["x-stream-id"].to_str().unwrap().to_owned();
     first.bytes().await.unwrap();
 
@@ -186,10 +144,11 @@ async fn a_session_id_alone_finds_its_stream() {
     let none = resume(&tether, "/sessions/quiet/stream").await;
     assert_eq!(none.status(), 204, "no stream for this session");
 
-    let mut first = start_stream(&tether, "page-load", 30, 10).await;
+    let mut first = start_stream(&tether.url(""), "page-load", 30, 10).await;
     let head = read_events(&mut first, 5).await;
+    let have = events_in(&head);
     drop(first);
-    let resumed = resume(&tether, "/sessions/page-load/stream?after=5").await;
+    let resumed = resume(&tether, &format!("/sessions/page-load/stream?after={have}")).await;
     assert_eq!(resumed.status(), 200);
     let mut whole = head;
     whole.extend_from_slice(&resumed.bytes().await.unwrap());
@@ -219,7 +178,7 @@ async fn check_active_stream(tether: &Tether, label: &str) {
         json!(null),
         "{label}: nothing in flight yet"
     );
-    let mut response = start_stream(tether, "busy", 30, 20).await;
+    let mut response = start_stream(&tether.url(""), "busy", 30, 20).await;
     let id = response.headers()["x-stream-id"]
         .to_str()
         .unwrap()
@@ -249,7 +208,7 @@ async fn a_session_names_its_active_stream_on_both_stores() {
     let memory = Tether::start(&mock.url()).await;
     let on_redis = Tether::start_with(&mock.url(), |s| s.redis.url = redis_url).await;
     for (tether, label) in [(&memory, "memory"), (&on_redis, "redis")] {
-        start_stream(tether, "busy", 1, 0)
+        start_stream(&tether.url(""), "busy", 1, 0)
             .await
             .bytes()
             .await
@@ -263,7 +222,7 @@ async fn a_session_names_its_active_stream_on_both_stores() {
 async fn unknown_and_foreign_streams_are_404() {
     let mock = MockUpstream::start().await;
     let tether = Tether::start(&mock.url()).await;
-    let first = start_stream(&tether, "mine", 3, 0).await;
+    let first = start_stream(&tether.url(""), "mine", 3, 0).await;
     let id = first.headers()["x-stream-id"].to_str().unwrap().to_owned();
     first.bytes().await.unwrap();
     for path in [
@@ -289,11 +248,11 @@ async fn unknown_and_foreign_streams_are_404() {
 async fn cancel_closes_the_upstream_and_records_the_partial_answer() {
     let mock = MockUpstream::start().await;
     let tether = Tether::start(&mock.url()).await;
-    let mut first = start_stream(&tether, "cancelled", 200, 20).await;
+    let mut first = start_stream(&tether.url(""), "cancelled", 200, 20).await;
     let id = first.headers()["x-stream-id"].to_str().unwrap().to_owned();
-    read_events(&mut first, 3).await;
+    let have = events_in(&read_events(&mut first, 3).await);
     let follower = {
-        let url = tether.url(&format!("/tether/streams/{id}?after=3"));
+        let url = tether.url(&format!("/tether/streams/{id}?after={have}"));
         tokio::spawn(async move {
             client()
                 .get(url)
@@ -362,7 +321,7 @@ async fn a_client_leaving_with_policy_cancel_closes_the_upstream_within_a_second
     let mock = MockUpstream::start().await;
     let tether =
         Tether::start_with(&mock.url(), |s| s.streams.on_disconnect = "cancel".into()).await;
-    let mut first = start_stream(&tether, "leaver", 200, 20).await;
+    let mut first = start_stream(&tether.url(""), "leaver", 200, 20).await;
     let id = first.headers()["x-stream-id"].to_str().unwrap().to_owned();
     read_events(&mut first, 2).await;
     let left_at = Instant::now();
@@ -391,7 +350,7 @@ async fn finished_streams_expire_after_the_retention() {
         s.streams.retention_secs = 1;
     })
     .await;
-    let first = start_stream(&tether, "brief", 3, 0).await;
+    let first = start_stream(&tether.url(""), "brief", 3, 0).await;
     let id = first.headers()["x-stream-id"].to_str().unwrap().to_owned();
     first.bytes().await.unwrap();
     wait_for_messages(&tether, KEY, "brief", 2).await;
@@ -417,11 +376,11 @@ async fn finished_streams_expire_after_the_retention() {
 async fn detached_streams_are_bounded_by_cancelling_the_oldest() {
     let mock = MockUpstream::start().await;
     let tether = Tether::start_with(&mock.url(), |s| s.streams.max_detached = 1).await;
-    let mut older = start_stream(&tether, "older", 100, 20).await;
+    let mut older = start_stream(&tether.url(""), "older", 100, 20).await;
     let older_id = older.headers()["x-stream-id"].to_str().unwrap().to_owned();
     read_events(&mut older, 2).await;
     drop(older);
-    let mut newer = start_stream(&tether, "newer", 20, 20).await;
+    let mut newer = start_stream(&tether.url(""), "newer", 20, 20).await;
     let newer_id = newer.headers()["x-stream-id"].to_str().unwrap().to_owned();
     read_events(&mut newer, 2).await;
     drop(newer);
