@@ -5,7 +5,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::history::all_messages;
-use super::{ApiError, Caller, Query, owner, text};
+use super::{ApiError, Caller, Query, session_of, text};
 use crate::app::App;
 use crate::body::Body;
 use crate::session::SessionId;
@@ -16,7 +16,6 @@ pub async fn export(
     raw_id: &str,
     query: &Query,
 ) -> Result<Response<Body>, ApiError> {
-    let id = SessionId::parse(raw_id)?;
     let format = query.get("format").unwrap_or("json");
     let (content_type, extension) = match format {
         "json" => ("application/json", "json"),
@@ -28,7 +27,7 @@ pub async fn export(
             )));
         }
     };
-    let tenant = owner(app, caller, &id, query).await?;
+    let (id, tenant) = session_of(app, caller, raw_id, query).await?;
     let messages = all_messages(app, &tenant, &id).await?;
     let body = match extension {
         "json" => json!({"session_id": id.as_str(), "message_count": messages.len(), "messages": messages}).to_string(),

@@ -5,7 +5,7 @@
 use http::{Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::{ApiError, Caller, Query, json, owner, timestamp};
+use super::{ApiError, Caller, Query, json, no_session, session_of, timestamp};
 use crate::app::App;
 use crate::body::Body;
 use crate::session::SessionId;
@@ -108,7 +108,7 @@ async fn read_page(
     id: &SessionId,
     page: &PageRequest,
 ) -> Result<Page, ApiError> {
-    let not_found = || ApiError::NotFound(format!("session {id}"));
+    let not_found = || no_session(id);
     let with_index = |index: usize, mut message: Value| {
         message["index"] = index.into();
         message
@@ -175,14 +175,13 @@ pub async fn read(
     raw_id: &str,
     query: &Query,
 ) -> Result<Response<Body>, ApiError> {
-    let id = SessionId::parse(raw_id)?;
     let page = PageRequest::from_query(query)?;
-    let tenant = owner(app, caller, &id, query).await?;
+    let (id, tenant) = session_of(app, caller, raw_id, query).await?;
     let info = app
         .store
         .session_info(&tenant, &id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("session {id}")))?;
+        .ok_or_else(|| no_session(&id))?;
     let Page {
         messages,
         next_cursor,
@@ -209,7 +208,7 @@ pub(super) async fn all_messages(
         .store
         .read_messages(tenant, id, MessageRange::All)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("session {id}")))?;
+        .ok_or_else(|| no_session(id))?;
     Ok(read.messages)
 }
 
@@ -219,8 +218,7 @@ pub async fn delete(
     raw_id: &str,
     query: &Query,
 ) -> Result<Response<Body>, ApiError> {
-    let id = SessionId::parse(raw_id)?;
-    let tenant = owner(app, caller, &id, query).await?;
+    let (id, tenant) = session_of(app, caller, raw_id, query).await?;
     if !app.store.delete_session(&tenant, &id).await? {
         return Err(ApiError::NotFound(format!("session {id}")));
     }

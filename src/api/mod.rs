@@ -172,6 +172,23 @@ fn authorize(app: &App, headers: &http::HeaderMap) -> Result<Caller, ApiError> {
     }
 }
 
+/// The session a route names (checked) and the tenant it belongs to.
+async fn session_of(
+    app: &App,
+    caller: &Caller,
+    raw_id: &str,
+    query: &Query,
+) -> Result<(SessionId, Tenant), ApiError> {
+    let id = SessionId::parse(raw_id)?;
+    let tenant = owner(app, caller, &id, query).await?;
+    Ok((id, tenant))
+}
+
+/// The 404 of a session the caller has not (or that does not exist).
+fn no_session(id: &SessionId) -> ApiError {
+    ApiError::NotFound(format!("session {id}"))
+}
+
 /// The tenant whose session `id` the caller means. A tenant means its own;
 /// the admin names one with `?tenant=`, or tether finds the only one.
 async fn owner(

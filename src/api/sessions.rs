@@ -4,7 +4,7 @@
 use http::{Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::{ApiError, Caller, Query, json, owner, timestamp};
+use super::{ApiError, Caller, Query, json, no_session, session_of, timestamp};
 use crate::app::App;
 use crate::body::Body;
 use crate::session::SessionId;
@@ -60,13 +60,12 @@ pub async fn info(
     raw_id: &str,
     query: &Query,
 ) -> Result<Response<Body>, ApiError> {
-    let id = SessionId::parse(raw_id)?;
-    let tenant = owner(app, caller, &id, query).await?;
+    let (id, tenant) = session_of(app, caller, raw_id, query).await?;
     let info = app
         .store
         .session_info(&tenant, &id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("session {id}")))?;
+        .ok_or_else(|| no_session(&id))?;
     // The embedded store keeps no stream pointer; this replica's hubs know.
     let active_stream = info.active_stream.or_else(|| {
         app.streams
