@@ -136,11 +136,15 @@ pub trait CheckpointStore: Send + Sync + 'static {
     /// the follower's own (a blocking read holds up its connection).
     async fn follower(&self) -> Result<Box<dyn Follower>, StoreError>;
 
-    /// Stream ids whose cancel was requested, as they are (for the owner).
-    async fn cancel_requests(&self) -> Result<CancelRequests, StoreError>;
+    /// Requests to the replicas that own streams, as they are broadcast.
+    async fn control_requests(&self) -> Result<ControlRequests, StoreError>;
 
     /// Asks the owning replica to cancel.
     async fn request_cancel(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Asks the owning replica to write the stream's new events now (a
+    /// reader on another replica is about to follow it).
+    async fn request_flush(&self, id: &str) -> Result<(), StoreError>;
 
     /// The session's active stream, else its last one.
     async fn session_stream(
@@ -150,8 +154,15 @@ pub trait CheckpointStore: Send + Sync + 'static {
     ) -> Result<Option<String>, StoreError>;
 }
 
-/// Cancel requests as they are broadcast: stream ids.
-pub type CancelRequests = std::pin::Pin<Box<dyn futures_util::Stream<Item = String> + Send>>;
+/// What another replica asks of a stream's owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    Cancel(String),
+    Flush(String),
+}
+
+/// Control requests as they are broadcast.
+pub type ControlRequests = std::pin::Pin<Box<dyn futures_util::Stream<Item = Control> + Send>>;
 
 /// A live tail on a stream's checkpoints.
 #[async_trait]

@@ -22,7 +22,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use checkpoints::{
-    CheckpointStore, EventBatch, EventsRead, Follower, StreamRecord, StreamState,
+    CheckpointStore, Control, ControlRequests, EventBatch, EventsRead, Follower, StreamRecord,
+    StreamState,
 };
 pub use keys::Key;
 pub use memory::MemoryStore;

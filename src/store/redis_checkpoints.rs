@@ -15,7 +15,8 @@ use redis::aio::MultiplexedConnection;
 
 use super::StoreError;
 use super::checkpoints::{
-    CancelRequests, CheckpointStore, EventBatch, EventsRead, Follower, StreamRecord, StreamState,
+    CheckpointStore, Control, ControlRequests, EventBatch, EventsRead, Follower, StreamRecord,
+    StreamState,
 };
 use super::keys::Key;
 use super::redis::RedisStore;
@@ -28,6 +29,9 @@ type Entry = (String, Vec<Vec<u8>>);
 /// Where cancel requests are broadcast: every replica listens, the one
 /// that owns the stream acts.
 pub const CANCEL_CHANNEL: &str = "tether:cancel";
+
+/// Where flush requests are broadcast, the same way.
+pub const FLUSH_CHANNEL: &str = "tether:flush";
 
 #[async_trait]
 impl CheckpointStore for RedisStore {
@@ -293,7 +297,18 @@ impl CheckpointStore for RedisStore {
         .await
     }
 
-    async fn cancel_requests(&self) -> Result<CancelRequests, StoreError> {
+    async fn request_flush(&self, id: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        self.timed(
+            redis::cmd("PUBLISH")
+                .arg(FLUSH_CHANNEL)
+                .arg(id)
+                .query_async::<()>(&mut conn),
+        )
+        .await
+    }
+
+    async fn control_requests(&self) -> Result<ControlRequests, StoreError> {
         let mut last_error = None;
         let mut subscribed = None;
         for node in &self.subscribe_to {
@@ -308,11 +323,17 @@ impl CheckpointStore for RedisStore {
         let Some(mut pubsub) = subscribed else {
             return Err(last_error.unwrap_or(StoreError::Corrupt("no node to subscribe to".into())));
         };
-        self.timed(pubsub.subscribe(CANCEL_CHANNEL)).await?;
-        let ids = futures_util::StreamExt::filter_map(pubsub.into_on_message(), |msg| async move {
-            msg.get_payload::<String>().ok()
-        });
-        Ok(Box::pin(ids))
+        self.timed(pubsub.subscribe(&[CANCEL_CHANNEL, FLUSH_CHANNEL]))
+            .await?;
+        let requests =
+            futures_util::StreamExt::filter_map(pubsub.into_on_message(), |msg| async move {
+                let id = msg.get_payload::<String>().ok()?;
+                Some(match msg.get_channel_name() {
+                    FLUSH_CHANNEL => Control::Flush(id),
+                    _ => Control::Cancel(id),
+                })
+            });
+        Ok(Box::pin(requests))
     }
 
     async fn session_stream(

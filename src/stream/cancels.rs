@@ -1,7 +1,10 @@
-//! Listens for cancel requests broadcast through the checkpoint store, so a
-//! `DELETE /tether/streams/{id}` answered by any replica reaches the one
-//! that reads the upstream, at once. (Missed broadcasts, say during a Redis
-//! restart, are caught by the owner's next heartbeat.)
+//! Listens for requests broadcast through the checkpoint store to the
+//! replica that reads a stream's upstream: a cancel (`DELETE
+//! /tether/streams/{id}` answered by any replica) reaches it at once (a
+//! missed one, say during a Redis restart, is caught by the owner's next
+//! heartbeat), and a flush (a reader on another replica is about to follow
+//! the stream) makes its checkpoint writer write at once instead of at the
+//! end of its batch interval.
 //!
 //! The listener is not background work to drain on shutdown: it holds only
 //! a weak reference to the registry and ends when the registry is gone.
@@ -12,7 +15,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use super::Registry;
-use crate::store::CheckpointStore;
+use crate::store::{CheckpointStore, Control};
 
 /// How often a listener with nothing to do checks that its replica still exists.
 const LIVENESS_CHECK: Duration = Duration::from_secs(1);
@@ -26,7 +29,7 @@ pub fn spawn(store: Arc<dyn CheckpointStore>, streams: Weak<Registry>) {
 
 async fn listen(store: Arc<dyn CheckpointStore>, streams: Weak<Registry>) {
     while streams.strong_count() > 0 {
-        let mut requests = match store.cancel_requests().await {
+        let mut requests = match store.control_requests().await {
             Ok(requests) => requests,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot subscribe to cancel requests; retrying");
@@ -37,11 +40,16 @@ async fn listen(store: Arc<dyn CheckpointStore>, streams: Weak<Registry>) {
         loop {
             tokio::select! {
                 request = requests.next() => {
-                    let Some(id) = request else { break };
+                    let Some(request) = request else { break };
                     let Some(registry) = streams.upgrade() else { return };
-                    if let Some(hub) = registry.get(&id) {
-                        tracing::info!(stream = %id, "cancel requested through another replica");
-                        hub.cancel();
+                    match request {
+                        Control::Cancel(id) => if let Some(hub) = registry.get(&id) {
+                            tracing::info!(stream = %id, "cancel requested through another replica");
+                            hub.cancel();
+                        },
+                        Control::Flush(id) => if let Some(hub) = registry.get(&id) {
+                            hub.request_flush();
+                        },
                     }
                 }
                 () = tokio::time::sleep(LIVENESS_CHECK) => {

@@ -68,6 +68,8 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            // A reader on another replica is about to follow the stream.
+            () = writer.hub.flush_requested() => {}
             // The end is written at once, not at the next tick.
             changed = changes.changed(), if ended_at.is_none() => {
                 if changed.is_err() || writer.hub.state().is_final() {

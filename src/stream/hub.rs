@@ -47,6 +47,8 @@ pub struct Hub {
     changed: watch::Sender<u64>,
     /// Fired by `DELETE /tether/streams/{id}`: the tee stops reading the upstream.
     cancel: CancellationToken,
+    /// Wakes the checkpoint writer before its interval is up.
+    flush: tokio::sync::Notify,
 }
 
 impl Hub {
@@ -59,6 +61,7 @@ impl Hub {
             log: Mutex::default(),
             changed: watch::Sender::new(0),
             cancel: CancellationToken::new(),
+            flush: tokio::sync::Notify::new(),
         }
     }
 
@@ -122,6 +125,16 @@ impl Hub {
 
     pub fn cancel_token(&self) -> CancellationToken {
         self.cancel.clone()
+    }
+
+    /// Asks the checkpoint writer to write what is new now.
+    pub fn request_flush(&self) {
+        self.flush.notify_one();
+    }
+
+    /// Completes when a flush is requested.
+    pub async fn flush_requested(&self) {
+        self.flush.notified().await;
     }
 
     /// Asks the tee to stop reading the upstream; idempotent.

@@ -171,6 +171,11 @@ async fn step(
     block: Duration,
 ) -> Result<(), BoxError> {
     let Some(position) = cursor.as_mut() else {
+        // The owner writes what it holds now rather than at the end of its
+        // batch interval, so the live tail starts without that wait.
+        if let Err(e) = store.request_flush(id).await {
+            tracing::debug!(stream = %id, error = %e, "could not ask for a flush");
+        }
         // State first: a stream that had ended is read once, whole.
         let ended = store
             .stream_record(id)
