@@ -6,23 +6,16 @@ mod common;
 
 use std::time::Duration;
 
-use common::history::{KEY, get, wait_for_messages};
+use common::history::{KEY, get, user_turn, wait_for_messages};
 use common::{MockUpstream, RedisServer, Tether, client, mock_upstream};
 use serde_json::{Value, json};
 
 async fn turn(tether: &Tether, session: &str, text: &str) {
-    let response = client()
-        .post(tether.url("/v1/chat/completions"))
-        .bearer_auth(KEY)
-        .header("x-session-id", session)
-        .header("x-mock-chunks", "2")
-        .json(
-            &json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": text}]}),
-        )
-        .send()
+    user_turn(tether, session, text)
+        .await
+        .bytes()
         .await
         .unwrap();
-    response.bytes().await.unwrap();
 }
 
 fn ids(body: &Value) -> Vec<String> {

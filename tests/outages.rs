@@ -7,22 +7,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::history::{KEY, get, wait_for_messages};
+use common::history::{KEY, get, user_turn, wait_for_messages};
 use common::{MockUpstream, RedisServer, Tether, client, mock_upstream};
 use serde_json::json;
 
 async fn turn(tether: &Tether, session: &str, text: &str) -> u16 {
-    let response = client()
-        .post(tether.url("/v1/chat/completions"))
-        .bearer_auth(KEY)
-        .header("x-session-id", session)
-        .header("x-mock-chunks", "2")
-        .json(
-            &json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": text}]}),
-        )
-        .send()
-        .await
-        .unwrap();
+    let response = user_turn(tether, session, text).await;
     let status = response.status().as_u16();
     let body = response.text().await.unwrap();
     assert!(

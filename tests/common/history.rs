@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{Tether, client};
+use serde_json::json;
 
 /// The key tests use unless they are about tenants.
 pub const KEY: &str = "sk-test-key-1";
@@ -62,4 +63,20 @@ pub fn conversation(messages: &[Value]) -> Vec<Value> {
             Value::Object(out)
         })
         .collect()
+}
+
+/// Sends one user message as a streamed chat turn of 2 mock chunks in
+/// `session`, with the test key; returns the response unread.
+pub async fn user_turn(tether: &Tether, session: &str, text: &str) -> reqwest::Response {
+    client()
+        .post(tether.url("/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .header("x-session-id", session)
+        .header("x-mock-chunks", "2")
+        .json(
+            &json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": text}]}),
+        )
+        .send()
+        .await
+        .unwrap()
 }
