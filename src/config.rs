@@ -179,6 +179,40 @@ pub enum StoreSettings {
         connect_timeout: Duration,
         command_timeout: Duration,
     },
+    /// The master that Redis Sentinels name, asked for again after a failover.
+    RedisSentinel {
+        sentinel: SentinelSettings,
+        connect_timeout: Duration,
+        command_timeout: Duration,
+    },
+}
+
+/// Where the Sentinels are and what they call the master.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SentinelSettings {
+    /// `host:port` of each Sentinel.
+    pub sentinels: Vec<String>,
+    /// The master's name in sentinel.conf (`sentinel monitor NAME ...`).
+    pub master: String,
+    pub db: i64,
+    /// The master's credentials (from the URL), never logged.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub sentinel_password: Option<String>,
+}
+
+impl std::fmt::Debug for SentinelSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |secret: &Option<String>| secret.as_ref().map(|_| "***");
+        f.debug_struct("SentinelSettings")
+            .field("sentinels", &self.sentinels)
+            .field("master", &self.master)
+            .field("db", &self.db)
+            .field("username", &self.username)
+            .field("password", &shown(&self.password))
+            .field("sentinel_password", &shown(&self.sentinel_password))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

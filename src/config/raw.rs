@@ -95,6 +95,9 @@ pub struct Redis {
     pub port: u16,
     pub db: u32,
     pub password: String,
+    /// The Sentinels' own password, when they have one (`requirepass` in
+    /// sentinel.conf); the master's comes from the URL.
+    pub sentinel_password: String,
     pub connect_timeout_ms: u64,
     pub command_timeout_ms: u64,
 }
@@ -108,6 +111,7 @@ impl Default for Redis {
             port: 6379,
             db: 0,
             password: String::new(),
+            sentinel_password: String::new(),
             connect_timeout_ms: 2_000,
             command_timeout_ms: 2_000,
         }

@@ -157,6 +157,26 @@ fn redis_url_beats_host_and_tether_env_beats_familiar_names() {
 
 /// Each bad value stops the start with one line that names the key.
 #[test]
+fn a_sentinel_url_and_the_sentinels_password_make_a_sentinel_store() {
+    let settings = load(
+        None,
+        env(&[
+            ("REDIS_URL", "redis+sentinel://:pw@s1:26379,s2:26379/mymaster/1"),
+            ("TETHER_REDIS__SENTINEL_PASSWORD", "sentinel-pw"),
+        ]),
+        Flags::default(),
+    )
+    .unwrap();
+    let StoreSettings::RedisSentinel { sentinel, .. } = settings.store else {
+        panic!("a Sentinel store, got {:?}", settings.store);
+    };
+    assert_eq!(sentinel.sentinels, ["s1:26379", "s2:26379"]);
+    assert_eq!((sentinel.master.as_str(), sentinel.db), ("mymaster", 1));
+    assert_eq!(sentinel.password.as_deref(), Some("pw"));
+    assert_eq!(sentinel.sentinel_password.as_deref(), Some("sentinel-pw"));
+}
+
+#[test]
 fn a_bad_value_is_one_line_naming_its_key() {
     let cases: &[(&[(&str, &str)], &str)] = &[
         (
@@ -177,6 +197,7 @@ fn a_bad_value_is_one_line_naming_its_key() {
         (&[("TETHER_LOG__FORMAT", "xml")], "log.format"),
         (&[("TETHER_API__PREFIX", "no-slash")], "api.prefix"),
         (&[("REDIS_URL", "http://not-redis")], "redis.url"),
+        (&[("REDIS_URL", "redis+sentinel://s:26379")], "redis.url"),
         (&[("CHAT_HISTORY_TTL", "a day")], "history.ttl_secs"),
         (&[("TETHER_SERVER__LISTN", "0.0.0.0:1")], "listn"),
     ];

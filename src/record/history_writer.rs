@@ -172,7 +172,7 @@ async fn write_batch(store: &dyn Store, batch: &[PendingTurn], metrics: &Metrics
                 metrics.history_messages.inc_by(messages as u64);
                 return vec![true; turns.len()];
             }
-            Err(e) if is_transient(&e) => {
+            Err(e) if e.is_transient() => {
                 metrics.store_errors.inc();
                 tracing::debug!(turns = turns.len(), error = %e, retry_in = ?wait, "history batch failed; will retry");
                 tokio::time::sleep(wait).await;
@@ -201,7 +201,7 @@ async fn write_with_retry(store: &dyn Store, pending: &PendingTurn, metrics: &Me
                 metrics.history_messages.inc_by(messages as u64);
                 return true;
             }
-            Err(e) if is_transient(&e) => {
+            Err(e) if e.is_transient() => {
                 metrics.store_errors.inc();
                 tracing::debug!(session = %pending.session, error = %e, retry_in = ?wait, "history write failed; will retry");
             }
@@ -238,20 +238,4 @@ async fn write(store: &dyn Store, pending: &PendingTurn) -> Result<usize, StoreE
         .append_turn(&pending.tenant, &pending.session, &turn)
         .await?;
     Ok(turn.messages.len())
-}
-
-/// Errors that go away when the store comes back: timeouts and lost,
-/// refused or not yet made connections, and a cluster that is failing over.
-fn is_transient(error: &StoreError) -> bool {
-    match error {
-        StoreError::Timeout(_) => true,
-        StoreError::Redis(e) => {
-            e.is_io_error()
-                || e.is_timeout()
-                || e.is_connection_dropped()
-                || e.is_connection_refusal()
-                || e.is_cluster_error()
-        }
-        StoreError::Corrupt(_) => false,
-    }
 }

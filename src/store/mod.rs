@@ -13,6 +13,7 @@ mod memory;
 mod redis;
 mod redis_checkpoints;
 mod redis_conn;
+mod redis_sentinel;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -260,6 +261,25 @@ pub async fn connect(settings: &StoreSettings, retention: Retention) -> Result<S
                 checkpoints: Some(redis),
             }
         }
+        StoreSettings::RedisSentinel {
+            sentinel,
+            connect_timeout,
+            command_timeout,
+        } => {
+            let redis = Arc::new(
+                RedisStore::connect_sentinel(
+                    sentinel,
+                    *connect_timeout,
+                    *command_timeout,
+                    retention,
+                )
+                .await?,
+            );
+            Stores {
+                history: redis.clone(),
+                checkpoints: Some(redis),
+            }
+        }
     })
 }
 
@@ -272,6 +292,36 @@ pub enum StoreError {
     Timeout(Duration),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+}
+
+impl StoreError {
+    /// Errors that go away when the store comes back: timeouts; lost,
+    /// refused or not yet made connections; a cluster or a Sentinel-managed
+    /// master failing over (a demoted master refusing writes, Sentinels that
+    /// name no master for a moment); a server still loading its data.
+    pub fn is_transient(&self) -> bool {
+        use ::redis::{ErrorKind, ServerErrorKind};
+        match self {
+            StoreError::Timeout(_) => true,
+            StoreError::Redis(e) => {
+                e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_cluster_error()
+                    || matches!(
+                        e.kind(),
+                        ErrorKind::Server(
+                            ServerErrorKind::ReadOnly
+                                | ServerErrorKind::MasterDown
+                                | ServerErrorKind::BusyLoading
+                        ) | ErrorKind::MasterNameNotFoundBySentinel
+                            | ErrorKind::NoValidReplicasFoundBySentinel
+                    )
+            }
+            StoreError::Corrupt(_) => false,
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch, now.

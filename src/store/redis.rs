@@ -16,7 +16,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use std::sync::Arc;
 
-use super::redis_conn::{LazyCluster, RedisConn};
+use super::redis_conn::{LazyCluster, Nodes, RedisConn};
+use super::redis_sentinel::SentinelMaster;
+use crate::config::SentinelSettings;
 
 use super::keys::{Key, all_sessions_member};
 use super::{
@@ -70,14 +72,9 @@ const MAX_PRUNE_ENTRIES: usize = 100_000;
 pub struct RedisStore {
     pub(super) conn: RedisConn,
     pruned: std::sync::Mutex<HashMap<String, std::time::Instant>>,
-    /// Where connections of their own come from (blocking reads of live
-    /// tails, the cancel subscription): the server, or for a cluster its
-    /// client and its first node (a cluster broadcasts every PUBLISH).
-    pub(super) client: redis::Client,
-    pub(super) cluster: Option<Arc<LazyCluster>>,
-    /// Where the cancel subscription may go: the server, or every cluster
-    /// node (tried in turn, so a dead node does not silence cancels).
-    pub(super) subscribe_to: Vec<redis::Client>,
+    /// Where connections of their own go (blocking reads of live tails,
+    /// the control subscription).
+    pub(super) nodes: Nodes,
     command_timeout: Duration,
     retention: Retention,
 }
@@ -102,10 +99,8 @@ impl RedisStore {
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         let store = RedisStore {
             conn: RedisConn::Single(conn),
-            subscribe_to: vec![client.clone()],
+            nodes: Nodes::Standalone(client),
             pruned: Default::default(),
-            client,
-            cluster: None,
             command_timeout,
             retention,
         };
@@ -127,25 +122,50 @@ impl RedisStore {
             .min_retry_wait(50)
             .max_retry_wait(1000)
             .build()?;
-        let lazy = Arc::new(LazyCluster::new(cluster));
-        let first = nodes
-            .first()
-            .ok_or_else(|| StoreError::Corrupt("no cluster node".into()))?;
-        let subscribe_to = nodes
+        let clients = nodes
             .iter()
             .map(|n| redis::Client::open(n.as_str()))
             .collect::<Result<Vec<_>, _>>()?;
+        if clients.is_empty() {
+            return Err(StoreError::Corrupt("no cluster node".into()));
+        }
         let store = RedisStore {
-            conn: RedisConn::Cluster(lazy.clone()),
-            client: redis::Client::open(first.as_str())?,
-            cluster: Some(lazy),
-            subscribe_to,
+            conn: RedisConn::Cluster(Arc::new(LazyCluster::new(cluster))),
+            nodes: Nodes::Cluster(clients),
             pruned: Default::default(),
             command_timeout,
             retention,
         };
         let shown: Vec<String> = nodes.iter().map(|n| redacted(n)).collect();
         store.first_ping(&shown.join(",")).await;
+        Ok(store)
+    }
+
+    /// The same with the master that Redis Sentinels name.
+    pub async fn connect_sentinel(
+        settings: &SentinelSettings,
+        connect_timeout: Duration,
+        command_timeout: Duration,
+        retention: Retention,
+    ) -> Result<Self, StoreError> {
+        let master = Arc::new(SentinelMaster::new(
+            settings,
+            connect_timeout,
+            command_timeout,
+        )?);
+        let store = RedisStore {
+            conn: RedisConn::Sentinel(master.clone()),
+            nodes: Nodes::Sentinel(master),
+            pruned: Default::default(),
+            command_timeout,
+            retention,
+        };
+        let shown = format!(
+            "sentinel {} master {}",
+            settings.sentinels.join(","),
+            settings.master
+        );
+        store.first_ping(&shown).await;
         Ok(store)
     }
 
@@ -166,7 +186,10 @@ impl RedisStore {
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.command_timeout, fut).await {
             Ok(result) => result.map_err(StoreError::from),
-            Err(_) => Err(StoreError::Timeout(self.command_timeout)),
+            Err(_) => {
+                self.conn.timed_out();
+                Err(StoreError::Timeout(self.command_timeout))
+            }
         }
     }
 
@@ -297,7 +320,7 @@ impl Store for RedisStore {
     /// trip): each turn's script in order, then each index once. A cluster
     /// appends turn by turn (its slots may live on different nodes).
     async fn append_turns(&self, turns: &[(Tenant, SessionId, Turn)]) -> Result<(), StoreError> {
-        if self.cluster.is_some() || turns.len() < 2 {
+        if matches!(self.conn, RedisConn::Cluster(_)) || turns.len() < 2 {
             for (tenant, session, turn) in turns {
                 self.append_turn(tenant, session, turn).await?;
             }

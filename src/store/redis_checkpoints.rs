@@ -20,6 +20,7 @@ use super::checkpoints::{
 };
 use super::keys::Key;
 use super::redis::RedisStore;
+use super::redis_conn::Nodes;
 use crate::session::SessionId;
 use crate::tenant::Tenant;
 
@@ -260,21 +261,25 @@ impl CheckpointStore for RedisStore {
     }
 
     async fn follower(&self) -> Result<Box<dyn Follower>, StoreError> {
-        if self.cluster.is_some() {
-            return Ok(Box::new(ClusterFollower {
-                node: self.client.clone(),
-                conn: None,
-            }));
-        }
+        let node = match &self.nodes {
+            Nodes::Cluster(nodes) => {
+                return Ok(Box::new(ClusterFollower {
+                    node: nodes[0].clone(),
+                    conn: None,
+                }));
+            }
+            Nodes::Standalone(client) => client.clone(),
+            Nodes::Sentinel(master) => self.timed(master.get()).await?.client,
+        };
         // No response timeout: the blocking read sets its own bound.
         let config = AsyncConnectionConfig::new().set_response_timeout(None);
         let conn = self
-            .timed(
-                self.client
-                    .get_multiplexed_async_connection_with_config(&config),
-            )
-            .await?;
-        Ok(Box::new(RedisFollower { conn }))
+            .timed(node.get_multiplexed_async_connection_with_config(&config))
+            .await;
+        if let (Err(_), Nodes::Sentinel(master)) = (&conn, &self.nodes) {
+            master.forget_current();
+        }
+        Ok(Box::new(RedisFollower { conn: conn? }))
     }
 
     async fn request_cancel(&self, id: &str) -> Result<(), StoreError> {
@@ -309,9 +314,14 @@ impl CheckpointStore for RedisStore {
     }
 
     async fn control_requests(&self) -> Result<ControlRequests, StoreError> {
+        let candidates = match &self.nodes {
+            Nodes::Standalone(client) => vec![client.clone()],
+            Nodes::Cluster(nodes) => nodes.clone(),
+            Nodes::Sentinel(master) => vec![self.timed(master.get()).await?.client],
+        };
         let mut last_error = None;
         let mut subscribed = None;
-        for node in &self.subscribe_to {
+        for node in &candidates {
             match self.timed(node.get_async_pubsub()).await {
                 Ok(pubsub) => {
                     subscribed = Some(pubsub);

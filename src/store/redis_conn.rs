@@ -1,8 +1,10 @@
-//! One connection type for a standalone Redis and a Redis Cluster, so the
-//! store's commands are written once. Standalone: the redis crate's
-//! connection manager (multiplexed, reconnecting). Cluster: the crate's
-//! cluster connection, made on first use (a cluster that is down at start
-//! does not stop tether) and routing each command by its key's slot.
+//! One connection type for a standalone Redis, a Redis Cluster and a
+//! Sentinel-managed master, so the store's commands are written once.
+//! Standalone: the redis crate's connection manager (multiplexed,
+//! reconnecting). Cluster: the crate's cluster connection, made on first use
+//! (a cluster that is down at start does not stop tether) and routing each
+//! command by its key's slot. Sentinel: [`SentinelMaster`], which asks the
+//! Sentinels again after a failover.
 
 use std::sync::Arc;
 
@@ -12,10 +14,38 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 use tokio::sync::OnceCell;
 
+use super::redis_sentinel::SentinelMaster;
+
 #[derive(Clone)]
 pub enum RedisConn {
     Single(ConnectionManager),
     Cluster(Arc<LazyCluster>),
+    Sentinel(Arc<SentinelMaster>),
+}
+
+impl RedisConn {
+    /// A command of this connection's timed out: a master behind a network
+    /// partition answers nothing, so a Sentinel-managed one is looked up
+    /// again. The others reconnect by themselves.
+    pub fn timed_out(&self) {
+        if let RedisConn::Sentinel(master) = self {
+            master.forget_current();
+        }
+    }
+}
+
+/// Where the store's connections of their own go: blocking reads of live
+/// tails (which must not hold up the shared connection) and the
+/// subscription to control requests.
+pub enum Nodes {
+    Standalone(redis::Client),
+    /// Some of a cluster's nodes: a tail starts at the first and follows
+    /// MOVED; the subscription takes whichever answers (a cluster
+    /// broadcasts every PUBLISH).
+    Cluster(Vec<redis::Client>),
+    /// The current master (a demoted one still passes PUBLISH on, as
+    /// replicas receive what their master publishes).
+    Sentinel(Arc<SentinelMaster>),
 }
 
 /// A cluster connection made when first needed, and again after a failed attempt.
@@ -47,6 +77,7 @@ impl ConnectionLike for RedisConn {
             RedisConn::Cluster(lazy) => {
                 Box::pin(async move { lazy.get().await?.req_packed_command(cmd).await })
             }
+            RedisConn::Sentinel(master) => Box::pin(async move { master.command(cmd).await }),
         }
     }
 
@@ -64,6 +95,9 @@ impl ConnectionLike for RedisConn {
                     .req_packed_commands(pipeline, offset, count)
                     .await
             }),
+            RedisConn::Sentinel(master) => {
+                Box::pin(async move { master.pipeline(pipeline, offset, count).await })
+            }
         }
     }
 
@@ -71,6 +105,7 @@ impl ConnectionLike for RedisConn {
         match self {
             RedisConn::Single(conn) => conn.get_db(),
             RedisConn::Cluster(_) => 0,
+            RedisConn::Sentinel(master) => master.db(),
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod history;
 pub mod mock_upstream;
 pub mod process;
 pub mod redis_cluster;
+pub mod redis_sentinel;
 pub mod redis_server;
 pub mod sdk;
 pub mod streams;
