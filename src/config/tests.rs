@@ -161,7 +161,10 @@ fn a_sentinel_url_and_the_sentinels_password_make_a_sentinel_store() {
     let settings = load(
         None,
         env(&[
-            ("REDIS_URL", "redis+sentinel://:pw@s1:26379,s2:26379/mymaster/1"),
+            (
+                "REDIS_URL",
+                "redis+sentinel://:pw@s1:26379,s2:26379/mymaster/1",
+            ),
             ("TETHER_REDIS__SENTINEL_PASSWORD", "sentinel-pw"),
         ]),
         Flags::default(),
