@@ -172,12 +172,15 @@ pub enum StoreSettings {
         url: String,
         connect_timeout: Duration,
         command_timeout: Duration,
+        /// Trust for `rediss://`: these CAs instead of the public roots.
+        ca_file: Option<PathBuf>,
     },
     /// A Redis Cluster, reached through any of these nodes.
     RedisCluster {
         nodes: Vec<String>,
         connect_timeout: Duration,
         command_timeout: Duration,
+        ca_file: Option<PathBuf>,
     },
     /// The master that Redis Sentinels name, asked for again after a failover.
     RedisSentinel {

@@ -98,6 +98,9 @@ pub struct Redis {
     /// The Sentinels' own password, when they have one (`requirepass` in
     /// sentinel.conf); the master's comes from the URL.
     pub sentinel_password: String,
+    /// PEM CA certificates that sign a `rediss://` server's certificate
+    /// (instead of the public roots).
+    pub ca_file: String,
     pub connect_timeout_ms: u64,
     pub command_timeout_ms: u64,
 }
@@ -112,6 +115,7 @@ impl Default for Redis {
             db: 0,
             password: String::new(),
             sentinel_password: String::new(),
+            ca_file: String::new(),
             connect_timeout_ms: 2_000,
             command_timeout_ms: 2_000,
         }

@@ -5,6 +5,7 @@
 //! `redis.cluster_nodes`, else `redis.host` with its port, db and password,
 //! else none (the embedded store).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use percent_encoding::percent_decode_str;
@@ -21,10 +22,12 @@ impl raw::Redis {
             "redis.command_timeout_ms",
             self.command_timeout_ms,
         )?);
+        let ca_file = ca_file(&self.ca_file)?;
         let cluster = |nodes: Vec<String>| StoreSettings::RedisCluster {
             nodes,
             connect_timeout,
             command_timeout,
+            ca_file: ca_file.clone(),
         };
         if let Some(nodes) = cluster_url_nodes(&self.url)? {
             return Ok(cluster(nodes));
@@ -60,8 +63,25 @@ impl raw::Redis {
             url,
             connect_timeout,
             command_timeout,
+            ca_file,
         })
     }
+}
+
+/// `redis.ca_file`, checked now so that a wrong path stops the start.
+fn ca_file(path: &str) -> Result<Option<PathBuf>, ConfigError> {
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::invalid("redis.ca_file", format!("{path}: {e}")))?;
+    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(ConfigError::invalid(
+            "redis.ca_file",
+            format!("{path} holds no PEM certificate"),
+        ));
+    }
+    Ok(Some(PathBuf::from(path)))
 }
 
 fn standalone(url: &str, key: &'static str) -> Result<(), ConfigError> {

@@ -201,6 +201,10 @@ fn a_bad_value_is_one_line_naming_its_key() {
         (&[("TETHER_API__PREFIX", "no-slash")], "api.prefix"),
         (&[("REDIS_URL", "http://not-redis")], "redis.url"),
         (&[("REDIS_URL", "redis+sentinel://s:26379")], "redis.url"),
+        (
+            &[("TETHER_REDIS__CA_FILE", "/no/such/ca.pem")],
+            "redis.ca_file",
+        ),
         (&[("CHAT_HISTORY_TTL", "a day")], "history.ttl_secs"),
         (&[("TETHER_SERVER__LISTN", "0.0.0.0:1")], "listn"),
     ];

@@ -238,9 +238,12 @@ pub async fn connect(settings: &StoreSettings, retention: Retention) -> Result<S
             url,
             connect_timeout,
             command_timeout,
+            ca_file,
         } => {
+            let tls = redis::private_ca(ca_file.as_deref())?;
             let redis = Arc::new(
-                RedisStore::connect(url, *connect_timeout, *command_timeout, retention).await?,
+                RedisStore::connect(url, tls, *connect_timeout, *command_timeout, retention)
+                    .await?,
             );
             Stores {
                 history: redis.clone(),
@@ -251,10 +254,18 @@ pub async fn connect(settings: &StoreSettings, retention: Retention) -> Result<S
             nodes,
             connect_timeout,
             command_timeout,
+            ca_file,
         } => {
+            let tls = redis::private_ca(ca_file.as_deref())?;
             let redis = Arc::new(
-                RedisStore::connect_cluster(nodes, *connect_timeout, *command_timeout, retention)
-                    .await?,
+                RedisStore::connect_cluster(
+                    nodes,
+                    tls,
+                    *connect_timeout,
+                    *command_timeout,
+                    retention,
+                )
+                .await?,
             );
             Stores {
                 history: redis.clone(),
@@ -292,6 +303,8 @@ pub enum StoreError {
     Timeout(Duration),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("redis.ca_file {path}: {reason}")]
+    CaFile { path: String, reason: String },
 }
 
 impl StoreError {
@@ -319,7 +332,7 @@ impl StoreError {
                             | ErrorKind::NoValidReplicasFoundBySentinel
                     )
             }
-            StoreError::Corrupt(_) => false,
+            StoreError::Corrupt(_) | StoreError::CaFile { .. } => false,
         }
     }
 }

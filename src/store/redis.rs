@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::AsyncCommands;
+use redis::TlsCertificates;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use std::sync::Arc;
@@ -83,11 +84,12 @@ impl RedisStore {
     /// Sets up the connection and pings once; a failed ping is logged, not returned.
     pub async fn connect(
         url: &str,
+        tls: Option<TlsCertificates>,
         connect_timeout: Duration,
         command_timeout: Duration,
         retention: Retention,
     ) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)?;
+        let client = open_client(url, tls.as_ref())?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(command_timeout))
@@ -99,7 +101,7 @@ impl RedisStore {
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         let store = RedisStore {
             conn: RedisConn::Single(conn),
-            nodes: Nodes::Standalone(client),
+            nodes: Nodes::Standalone(Box::new(client)),
             pruned: Default::default(),
             command_timeout,
             retention,
@@ -111,11 +113,16 @@ impl RedisStore {
     /// The same over a Redis Cluster, given some of its nodes.
     pub async fn connect_cluster(
         nodes: &[String],
+        tls: Option<TlsCertificates>,
         connect_timeout: Duration,
         command_timeout: Duration,
         retention: Retention,
     ) -> Result<Self, StoreError> {
-        let cluster = ClusterClient::builder(nodes.to_vec())
+        let mut builder = ClusterClient::builder(nodes.to_vec());
+        if let Some(certs) = tls.clone().filter(|_| nodes.iter().any(|n| is_tls(n))) {
+            builder = builder.certs(certs);
+        }
+        let cluster = builder
             .connection_timeout(connect_timeout)
             .response_timeout(command_timeout)
             .retries(3)
@@ -124,7 +131,7 @@ impl RedisStore {
             .build()?;
         let clients = nodes
             .iter()
-            .map(|n| redis::Client::open(n.as_str()))
+            .map(|n| open_client(n, tls.as_ref()))
             .collect::<Result<Vec<_>, _>>()?;
         if clients.is_empty() {
             return Err(StoreError::Corrupt("no cluster node".into()));
@@ -553,6 +560,31 @@ impl Store for RedisStore {
 }
 
 /// The URL with any password replaced, for logs.
+/// The CA certificates of `redis.ca_file`, for `rediss://` connections.
+pub fn private_ca(path: Option<&std::path::Path>) -> Result<Option<TlsCertificates>, StoreError> {
+    let Some(path) = path else { return Ok(None) };
+    let pem = std::fs::read(path).map_err(|e| StoreError::CaFile {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(Some(TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    }))
+}
+
+fn is_tls(url: &str) -> bool {
+    url.starts_with("rediss://")
+}
+
+/// A client for `url`, trusting the private CA for a `rediss://` one.
+fn open_client(url: &str, tls: Option<&TlsCertificates>) -> redis::RedisResult<redis::Client> {
+    match tls {
+        Some(certs) if is_tls(url) => redis::Client::build_with_tls(url, certs.clone()),
+        _ => redis::Client::open(url),
+    }
+}
+
 pub fn redacted(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() => {

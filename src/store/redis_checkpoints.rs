@@ -268,7 +268,7 @@ impl CheckpointStore for RedisStore {
                     conn: None,
                 }));
             }
-            Nodes::Standalone(client) => client.clone(),
+            Nodes::Standalone(client) => (**client).clone(),
             Nodes::Sentinel(master) => self.timed(master.get()).await?.client,
         };
         // No response timeout: the blocking read sets its own bound.
@@ -315,7 +315,7 @@ impl CheckpointStore for RedisStore {
 
     async fn control_requests(&self) -> Result<ControlRequests, StoreError> {
         let candidates = match &self.nodes {
-            Nodes::Standalone(client) => vec![client.clone()],
+            Nodes::Standalone(client) => vec![(**client).clone()],
             Nodes::Cluster(nodes) => nodes.clone(),
             Nodes::Sentinel(master) => vec![self.timed(master.get()).await?.client],
         };

@@ -38,7 +38,7 @@ impl RedisConn {
 /// tails (which must not hold up the shared connection) and the
 /// subscription to control requests.
 pub enum Nodes {
-    Standalone(redis::Client),
+    Standalone(Box<redis::Client>),
     /// Some of a cluster's nodes: a tail starts at the first and follows
     /// MOVED; the subscription takes whichever answers (a cluster
     /// broadcasts every PUBLISH).
