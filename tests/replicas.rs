@@ -227,9 +227,10 @@ async fn checkpoint_cost_of_a_1000_token_stream() {
         println!(
             "a 1000-token stream {label}: {total} Redis write commands (checkpoints and history): {spent:?}"
         );
-        if delay_ms == 0 {
-            assert!(total <= 40, "batching keeps a fast stream cheap: {spent:?}");
-        }
+        // Measured 30 and 38; the bounds leave room for a slow machine
+        // (a stream that takes longer beats and batches more often).
+        let bound = if delay_ms == 0 { 40 } else { 55 };
+        assert!(total <= bound, "batching keeps a stream cheap: {spent:?}");
     }
 }
 

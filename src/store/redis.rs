@@ -33,30 +33,43 @@ use crate::tenant::Tenant;
 /// also works on a cluster, where MULTI does not follow a slot that moved).
 /// A retry of a turn already applied (its answer was lost) changes nothing:
 /// the session remembers the id of the last turn it took. The session's
-/// first messages (`Turn::if_new`) go in only when it has none yet.
+/// first messages (`Turn::if_new`) go in only when it has none yet (no
+/// `created_ms`: a stream's record may have made the hash before any turn).
+/// Five commands inside (HMGET, RPUSH, EXPIRE, HSET, EXPIRE): every one
+/// costs Redis CPU on the machine tether runs beside, so the usage sums are
+/// computed here rather than with one HINCRBY each.
 static APPEND_TURN: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
-        local ttl, at = ARGV[1], ARGV[2]
-        if ARGV[7] ~= '' and redis.call('HGET', KEYS[2], 'last_turn') == ARGV[7] then
+        local ttl, at, model, id = ARGV[1], ARGV[2], ARGV[6], ARGV[7]
+        local model_field = 'created_ms'
+        if model ~= '' then model_field = 'model:' .. model end
+        local meta = redis.call('HMGET', KEYS[2], 'last_turn', 'created_ms',
+            'prompt_tokens', 'completion_tokens', 'total_tokens', model_field)
+        if id ~= '' and meta[1] == id then
             return 0
         end
         local first = 9
-        if redis.call('EXISTS', KEYS[1]) == 1 then
+        if meta[2] then
             first = 9 + tonumber(ARGV[8])
         end
         for from = first, #ARGV, 1000 do
             redis.call('RPUSH', KEYS[1], unpack(ARGV, from, math.min(from + 999, #ARGV)))
         end
         redis.call('EXPIRE', KEYS[1], ttl)
-        redis.call('HSETNX', KEYS[2], 'created_ms', at)
-        redis.call('HSET', KEYS[2], 'last_message_ms', at, 'last_turn', ARGV[7])
-        redis.call('HINCRBY', KEYS[2], 'prompt_tokens', ARGV[3])
-        redis.call('HINCRBY', KEYS[2], 'completion_tokens', ARGV[4])
-        redis.call('HINCRBY', KEYS[2], 'total_tokens', ARGV[5])
-        if ARGV[6] ~= '' then
-            redis.call('HSETNX', KEYS[2], 'model:' .. ARGV[6], at)
+        local fields = {'last_message_ms', at, 'last_turn', id,
+            'prompt_tokens', (tonumber(meta[3]) or 0) + tonumber(ARGV[3]),
+            'completion_tokens', (tonumber(meta[4]) or 0) + tonumber(ARGV[4]),
+            'total_tokens', (tonumber(meta[5]) or 0) + tonumber(ARGV[5])}
+        if not meta[2] then
+            table.insert(fields, 'created_ms')
+            table.insert(fields, at)
         end
+        if model ~= '' and not meta[6] then
+            table.insert(fields, model_field)
+            table.insert(fields, at)
+        end
+        redis.call('HSET', KEYS[2], unpack(fields))
         redis.call('EXPIRE', KEYS[2], ttl)
         return 1
         ",
