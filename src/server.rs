@@ -60,7 +60,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         let app = app.clone();
         let service = service_fn(move |req| handle(app.clone(), req, remote));
         let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
@@ -230,6 +230,9 @@ async fn route(
     }
     if app.settings.auth.required && crate::tenant::credential(req.headers()).is_none() {
         return Err(ProxyError::Unauthorized);
+    }
+    if crate::proxy::is_upgrade(&req) {
+        return app.proxy.tunnel(req, &rest, client_ip).await;
     }
     if let Some(api) = recorded_api(app, &req, &rest) {
         return capture::handle(app, req, api, &rest, session, client_ip).await;

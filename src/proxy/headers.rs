@@ -25,7 +25,7 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
 /// Removes hop-by-hop headers, including any that `Connection` names.
-/// `Upgrade` goes too: tether does not tunnel protocol upgrades.
+/// `Upgrade` goes too; a protocol switch puts it back (`proxy::upgrade`).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)

@@ -6,6 +6,7 @@ mod body;
 mod client;
 mod error;
 pub mod headers;
+mod upgrade;
 
 use std::error::Error as StdError;
 use std::net::IpAddr;
@@ -19,6 +20,7 @@ use hyper::body::Incoming;
 pub use body::{IdleTimeout, UpstreamBody};
 pub use client::ClientError;
 pub use error::ProxyError;
+pub use upgrade::is_upgrade;
 
 use crate::body::Body;
 use crate::config::UpstreamSettings;
@@ -98,15 +100,31 @@ impl Proxy {
     /// header rules applied and the body still streaming.
     pub async fn send(
         &self,
+        parts: http::request::Parts,
+        body: Body,
+        path: &str,
+        client_ip: IpAddr,
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
+        self.send_upgrade(parts, body, path, client_ip, &http::HeaderMap::new())
+            .await
+    }
+
+    /// [`Proxy::send`], with `upgrade` (the `Upgrade` and `Connection`
+    /// headers of a protocol switch) put back after the header rules, and
+    /// the upstream's upgrade handle kept on the response.
+    async fn send_upgrade(
+        &self,
         mut parts: http::request::Parts,
         body: Body,
         path: &str,
         client_ip: IpAddr,
+        upgrade: &http::HeaderMap,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         parts.uri = self.upstream_uri(path, parts.uri.query())?;
         parts.version = Version::HTTP_11;
         parts.extensions = Extensions::new();
         headers::to_upstream(&mut parts.headers, client_ip);
+        parts.headers.extend(upgrade.clone());
         let upstream_req = Request::from_parts(parts, body);
 
         let started = Instant::now();
@@ -120,10 +138,25 @@ impl Proxy {
         let upstream_time = started.elapsed();
 
         let (mut parts, body) = response.into_parts();
+        let switched = (!upgrade.is_empty()
+            && parts.status == http::StatusCode::SWITCHING_PROTOCOLS)
+            .then(|| parts.headers.get(header::UPGRADE).cloned())
+            .flatten();
         headers::to_client(&mut parts.headers);
+        if let Some(protocol) = switched {
+            parts.headers.insert(header::UPGRADE, protocol);
+            parts.headers.insert(
+                header::CONNECTION,
+                http::HeaderValue::from_static("upgrade"),
+            );
+        }
         parts.version = Version::HTTP_11;
+        let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
         parts.extensions = Extensions::new();
         parts.extensions.insert(UpstreamTiming(upstream_time));
+        if let Some(on_upgrade) = on_upgrade.filter(|_| !upgrade.is_empty()) {
+            parts.extensions.insert(on_upgrade);
+        }
         let body = UpstreamBody::new(body, self.settings.idle_timeout);
         Ok(Response::from_parts(parts, body))
     }

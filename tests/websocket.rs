@@ -1,0 +1,156 @@
+//! WebSocket upgrades (OpenAI's Realtime API) are tunnelled: the upgrade
+//! request reaches the upstream with its path (session prefix removed),
+//! query and credentials, frames pass both ways untouched, and an upstream
+//! that refuses the upgrade is answered as it answered.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::Tether;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::{Error, Message, http};
+
+/// What the upstream saw of an upgrade request.
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    uri: String,
+    authorization: Option<String>,
+    forwarded_for: Option<String>,
+}
+
+/// A WebSocket upstream that echoes every message with an `echo:` prefix
+/// (text) or reversed (binary); with `refuse`, it answers 401 instead.
+async fn ws_upstream(refuse: bool) -> (String, Arc<Mutex<Vec<Seen>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let log = log.clone();
+            tokio::spawn(async move {
+                // The signature is tungstenite's (its error is a whole response).
+                #[allow(clippy::result_large_err)]
+                let callback = |req: &Request, response: Response| {
+                    let header = |name: &str| {
+                        req.headers()
+                            .get(name)
+                            .map(|v| v.to_str().unwrap().to_owned())
+                    };
+                    log.lock().unwrap().push(Seen {
+                        uri: req.uri().to_string(),
+                        authorization: header("authorization"),
+                        forwarded_for: header("x-forwarded-for"),
+                    });
+                    if refuse {
+                        let mut denied = ErrorResponse::new(Some(
+                            r#"{"error":{"message":"bad key","type":"invalid_request_error"}}"#
+                                .to_owned(),
+                        ));
+                        *denied.status_mut() = http::StatusCode::UNAUTHORIZED;
+                        return Err(denied);
+                    }
+                    Ok(response)
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+                    return;
+                };
+                while let Some(Ok(message)) = ws.next().await {
+                    let reply = match message {
+                        Message::Text(text) => Message::text(format!("echo:{text}")),
+                        Message::Binary(bytes) => {
+                            Message::binary(bytes.iter().rev().copied().collect::<Vec<u8>>())
+                        }
+                        Message::Close(_) => break,
+                        _ => continue,
+                    };
+                    ws.send(reply).await.unwrap();
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+fn realtime_request(tether: &Tether, path: &str) -> http::Request<()> {
+    let mut request = format!("ws://{}{path}", tether.addr)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        http::HeaderValue::from_static("Bearer sk-realtime-key"),
+    );
+    request
+}
+
+#[tokio::test]
+async fn a_realtime_websocket_is_tunnelled_both_ways() {
+    let (upstream, seen) = ws_upstream(false).await;
+    let tether = Tether::start(&upstream).await;
+
+    let request = realtime_request(&tether, "/s/voice-1/v1/realtime?model=gpt-realtime");
+    let (mut ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.status(), 101);
+    assert!(
+        response.headers().contains_key("x-tether-request-id"),
+        "the switch is an answer like any other"
+    );
+
+    ws.send(Message::text("hello")).await.unwrap();
+    let reply = ws.next().await.unwrap().unwrap();
+    assert_eq!(reply, Message::text("echo:hello"));
+    let binary: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+    ws.send(Message::binary(binary.clone())).await.unwrap();
+    let reply = ws.next().await.unwrap().unwrap();
+    let reversed: Vec<u8> = binary.iter().rev().copied().collect();
+    assert_eq!(reply, Message::binary(reversed), "100 kB frame, untouched");
+    for i in 0..50 {
+        ws.send(Message::text(format!("event {i}"))).await.unwrap();
+    }
+    for i in 0..50 {
+        let reply = ws.next().await.unwrap().unwrap();
+        assert_eq!(reply, Message::text(format!("echo:event {i}")), "in order");
+    }
+    ws.close(None).await.unwrap();
+
+    let seen = seen.lock().unwrap()[0].clone();
+    assert_eq!(
+        seen.uri, "/v1/realtime?model=gpt-realtime",
+        "session prefix removed, query kept"
+    );
+    assert_eq!(
+        seen.authorization.as_deref(),
+        Some("Bearer sk-realtime-key")
+    );
+    assert_eq!(seen.forwarded_for.as_deref(), Some("127.0.0.1"));
+}
+
+#[tokio::test]
+async fn an_upgrade_the_upstream_refuses_is_answered_as_it_answered() {
+    let (upstream, seen) = ws_upstream(true).await;
+    let tether = Tether::start(&upstream).await;
+
+    let request = realtime_request(&tether, "/v1/realtime?model=gpt-realtime");
+    match tokio_tungstenite::connect_async(request).await {
+        Err(Error::Http(response)) => {
+            assert_eq!(response.status(), 401);
+            let body = String::from_utf8(response.body().clone().unwrap_or_default()).unwrap();
+            assert!(body.contains("bad key"), "the upstream's error: {body}");
+        }
+        other => panic!("expected the upstream's 401, got {other:?}"),
+    }
+    assert_eq!(seen.lock().unwrap().len(), 1);
+
+    // The same tether still proxies plain requests.
+    let plain = common::client()
+        .get(tether.url("/tether/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 200);
+}
