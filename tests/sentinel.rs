@@ -139,6 +139,30 @@ async fn history_and_resume_follow_the_master_through_a_sentinel_failover() {
     // Checkpoints, live tails and history on the new master.
     resume_elsewhere(start_stream(&b.url(""), "after", 30, 10).await, 5, &a).await;
     wait_for_messages(&a, KEY, "after", 2).await;
+
+    // A cancel sent to B reaches the owner A at once: both listen on the
+    // new master's pub/sub (the heartbeat fallback would take 5 s).
+    let mut long = start_stream(&a.url(""), "cancelled", 500, 20).await;
+    let id = long.headers()["x-stream-id"].to_str().unwrap().to_owned();
+    read_events(&mut long, 3).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // its record is written
+    let asked = Instant::now();
+    let cancel = client()
+        .delete(b.url(&format!("/tether/streams/{id}")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 200);
+    tokio::time::timeout(Duration::from_secs(10), long.bytes())
+        .await
+        .expect("the owner ends the stream")
+        .unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "the cancel went over pub/sub, not the heartbeat: {:?}",
+        asked.elapsed()
+    );
     assert_eq!(
         redis.current_master_port(),
         Some(redis.replica_port),

@@ -331,6 +331,11 @@ impl CheckpointStore for RedisStore {
             }
         }
         let Some(mut pubsub) = subscribed else {
+            // A master that cannot be reached is looked up again next time,
+            // even if no other command has failed on it yet (an idle replica).
+            if let Nodes::Sentinel(master) = &self.nodes {
+                master.forget_current();
+            }
             return Err(last_error.unwrap_or(StoreError::Corrupt("no node to subscribe to".into())));
         };
         self.timed(pubsub.subscribe(&[CANCEL_CHANNEL, FLUSH_CHANNEL]))
