@@ -21,7 +21,7 @@ use crate::body::{self, Body};
 use crate::config::Tenancy;
 use crate::proxy::{ProxyError, headers::is_event_stream};
 use crate::record::recorder::{self, RecordJob, StreamSink};
-use crate::record::{Api, Encoding, TurnRequest, request};
+use crate::record::{Api, Encoding, TurnRequest, request, usage};
 use crate::session::SessionId;
 use crate::store::now_ms;
 use crate::stream::checkpoint::{self, WriterSettings};
@@ -49,12 +49,13 @@ pub async fn handle(
     path_session: Option<SessionId>,
     client_ip: IpAddr,
 ) -> Result<Response<Body>, ProxyError> {
-    let (parts, incoming) = req.into_parts();
+    let (mut parts, incoming) = req.into_parts();
     let bytes = app.proxy.read_body(&parts.headers, incoming).await?;
     let header_session = match parts.headers.get(&X_SESSION_ID) {
         Some(value) => Some(SessionId::parse(value.to_str().unwrap_or("\u{0}"))?),
         None => None,
     };
+    let mut bytes = bytes;
     let request = match request::parse(api, &bytes) {
         Ok(request) => request,
         Err(e) => {
@@ -73,11 +74,23 @@ pub async fn handle(
         app.settings.sessions.from_user,
     )?;
     let tenant = tenant_of(&parts.headers, app.settings.auth.tenancy);
+    let hide_usage = app.settings.record.include_usage
+        && match usage::ask_for_usage(api, &bytes) {
+            Some(asking) => {
+                bytes = asking;
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                true
+            }
+            None => false,
+        };
     let exchange = Exchange {
         tenant,
         session,
         request,
         done: None,
+        hide_usage,
     };
     forward_recorded(app, parts, bytes, path, exchange, client_ip).await
 }
@@ -89,6 +102,9 @@ pub struct Exchange {
     pub request: TurnRequest,
     /// Told when the turn is stored, for callers that answer only then.
     pub done: Option<tokio::sync::oneshot::Sender<bool>>,
+    /// tether asked for the usage chunk (`record.include_usage`): the client
+    /// and followers do not see it.
+    pub hide_usage: bool,
 }
 
 /// Sends `bytes` to the upstream at `path` and tees the response into a
@@ -111,6 +127,7 @@ pub fn forward_recorded<'a>(
             session,
             request,
             done,
+            hide_usage,
         } = exchange;
         let mut response = app
             .proxy
@@ -138,6 +155,11 @@ pub fn forward_recorded<'a>(
             }
         };
         let sse = is_event_stream(response.headers());
+        // Hidden only where the events can be told apart in the bytes.
+        let hide_usage = hide_usage && sse && encoding == Encoding::Identity;
+        if hide_usage {
+            response.headers_mut().remove(header::CONTENT_LENGTH);
+        }
         let now = now_ms();
         let hub = sse.then(|| {
             Arc::new(Hub::new(
@@ -164,7 +186,7 @@ pub fn forward_recorded<'a>(
                 );
                 app.tracker.spawn(writer);
             }
-            StreamSink { hub }
+            StreamSink { hub, hide_usage }
         });
         let job = RecordJob {
             tenant,
@@ -189,7 +211,14 @@ pub fn forward_recorded<'a>(
             tracker: app.tracker.clone(),
             detached: app.streams.detached(),
         };
-        Ok(response.map(|upstream| TeeBody::new(upstream, tap, detach, cancel).boxed_unsync()))
+        Ok(response.map(|upstream| {
+            let tee = TeeBody::new(upstream, tap, detach, cancel);
+            if hide_usage {
+                usage::HideUsage::new(tee).boxed_unsync()
+            } else {
+                tee.boxed_unsync()
+            }
+        }))
     })
 }
 

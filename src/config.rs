@@ -108,6 +108,8 @@ pub struct RecordSettings {
     /// Largest (decoded) response recorded; a longer one is recorded cut
     /// short, marked incomplete, and still forwarded whole.
     pub max_response_bytes: usize,
+    /// Ask for the usage chunk when the client did not, and hide it from the client.
+    pub include_usage: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -275,6 +277,7 @@ impl RawSettings {
                     "record.max_response_bytes",
                     self.record.max_response_bytes,
                 )? as usize,
+                include_usage: self.record.include_usage,
             },
             streams: self.streams.validate()?,
             chat: ChatSettings {

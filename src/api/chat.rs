@@ -167,6 +167,7 @@ async fn turn(
     };
     let (done, stored_turn) = tokio::sync::oneshot::channel();
     let exchange = Exchange {
+        hide_usage: false,
         tenant,
         session: session.clone(),
         request,

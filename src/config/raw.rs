@@ -177,6 +177,7 @@ impl Default for Auth {
 pub struct Record {
     pub enabled: bool,
     pub max_response_bytes: u64,
+    pub include_usage: bool,
 }
 
 impl Default for Record {
@@ -184,6 +185,7 @@ impl Default for Record {
         Self {
             enabled: true,
             max_response_bytes: 16 * 1024 * 1024,
+            include_usage: false,
         }
     }
 }

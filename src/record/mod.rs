@@ -10,6 +10,7 @@
 //! - [`history_writer`]: the write-behind queue in front of the history store.
 //! - [`recorder`]: the task beside a recorded response that stores its turn.
 //! - [`turn`]: history de-duplication and the stored message shape.
+//! - [`usage`]: `record.include_usage`, the usage chunk asked for and hidden.
 
 pub mod assemble;
 pub mod decode;
@@ -18,6 +19,7 @@ pub mod recorder;
 pub mod request;
 pub mod sse;
 pub mod turn;
+pub mod usage;
 
 pub use assemble::{Api, AssembleError, Assembler, Choice, Reply, SseStats, ToolCall};
 pub use decode::{DecodeError, Decoder, Encoding};

@@ -38,6 +38,9 @@ pub struct RecordJob {
 /// checkpoint writer copies it for the others.
 pub struct StreamSink {
     pub hub: Arc<Hub>,
+    /// The usage chunk was asked for by tether (`record.include_usage`):
+    /// followers must not see it, as the client did not.
+    pub hide_usage: bool,
 }
 
 /// Records one exchange; returns once the turn is queued for the history writer.
@@ -183,7 +186,9 @@ impl Fold {
             if let Some(assembler) = &mut self.assembler {
                 assembler.push(&event);
             }
-            if let Some(sink) = sink.as_deref_mut() {
+            if let Some(sink) = sink.as_deref_mut()
+                && !(sink.hide_usage && super::usage::is_usage_chunk(&event.data))
+            {
                 sink.hub.push(raw);
             }
         }
