@@ -152,7 +152,12 @@ async fn a_slow_redis_delays_history_not_responses() {
         started.elapsed() < Duration::from_millis(1500),
         "responses never waited for the frozen Redis"
     );
-    stall.join().unwrap();
+    let stalled = stall.join().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&stalled.stdout).trim(),
+        "OK",
+        "Redis really stalled"
+    );
     wait_for_messages(&tether, KEY, "slow", 6).await;
 }
 

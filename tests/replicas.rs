@@ -329,5 +329,75 @@ async fn a_stalled_redis_never_holds_up_the_live_stream() {
             .unwrap()
             .ends_with(b"data: [DONE]\n\n")
     );
-    stall.join().unwrap();
+    let stalled = stall.join().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&stalled.stdout).trim(),
+        "OK",
+        "Redis really stalled"
+    );
+}
+
+/// A checkpoint write that times out may still land (Redis was only slow):
+/// the writer then asks how far the checkpoints got instead of writing the
+/// same batch again (which Redis refuses) or a longer one under the same
+/// number (which would leave a gap). The other replica still replays the
+/// whole stream, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_written_while_redis_stalled_are_not_written_twice_or_with_gaps() {
+    let mock = MockUpstream::start().await;
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let a = Tether::start_with(&mock.url(), move |s| {
+        s.redis.url = url;
+        s.redis.command_timeout_ms = 200;
+        s.streams.checkpoint_interval_ms = 50;
+    })
+    .await;
+    let b = replica(&mock, &redis).await;
+
+    let mut stream = start_stream(&format!("http://{}", a.addr), "stalled", 150, 10).await;
+    let id = stream.headers()["x-stream-id"].to_str().unwrap().to_owned();
+    let mut received = read_events(&mut stream, 20).await;
+    // Redis stops answering for 800 ms; the writes sent meanwhile time out
+    // in tether and are carried out when Redis wakes up.
+    let port = redis.port;
+    let stall = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "DEBUG", "SLEEP", "0.8"])
+            .output()
+            .unwrap()
+    });
+    received.extend_from_slice(&stream.bytes().await.unwrap());
+    let stalled = stall.await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&stalled.stdout).trim(),
+        "OK",
+        "Redis really stalled"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, status) = get(&b, KEY, &format!("/streams/{id}/status")).await;
+        if status["state"] == "done" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the end never reached the store: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let replayed = client()
+        .get(b.url(&format!("/tether/streams/{id}?after=0")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        replayed == received,
+        "the other replica replays every event once, in order"
+    );
 }

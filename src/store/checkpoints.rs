@@ -95,6 +95,14 @@ pub struct EventsRead {
     pub cursor: String,
 }
 
+/// What of a stream is in the store: its events numbered below `events`,
+/// and whether its trailing bytes (the last entry of a closed stream) too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Checkpointed {
+    pub events: u64,
+    pub tail: bool,
+}
+
 /// Where another replica reads what this one streams.
 #[async_trait]
 pub trait CheckpointStore: Send + Sync + 'static {
@@ -119,15 +127,24 @@ pub trait CheckpointStore: Send + Sync + 'static {
     async fn heartbeat(&self, id: &str, heartbeat_ms: u64, events: u64)
     -> Result<bool, StoreError>;
 
-    /// Records the final state and trailing bytes; everything then expires after `retention`.
+    /// Writes the last batch (if any, numbered up to `record.events`), the
+    /// trailing bytes and the final state, in one round trip where the
+    /// store allows; everything then expires after `retention`.
     async fn close_stream(
         &self,
         record: &StreamRecord,
+        last: Option<&EventBatch>,
         tail: Option<Bytes>,
         retention: Duration,
     ) -> Result<(), StoreError>;
 
     async fn stream_record(&self, id: &str) -> Result<Option<StreamRecord>, StoreError>;
+
+    /// How far a stream's checkpoints got: asked by a writer after a failed
+    /// write, which may have landed although its answer was lost (a batch
+    /// written twice would be refused, and one written with fewer events
+    /// than the retry holds would leave a gap).
+    async fn checkpointed(&self, id: &str) -> Result<Checkpointed, StoreError>;
 
     /// Events from number `from` (0-based) on.
     async fn read_events(&self, id: &str, from: u64) -> Result<EventsRead, StoreError>;

@@ -23,8 +23,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use checkpoints::{
-    CheckpointStore, Control, ControlRequests, EventBatch, EventsRead, Follower, StreamRecord,
-    StreamState,
+    CheckpointStore, Checkpointed, Control, ControlRequests, EventBatch, EventsRead, Follower,
+    StreamRecord, StreamState,
 };
 pub use keys::Key;
 pub use memory::MemoryStore;

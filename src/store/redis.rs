@@ -199,6 +199,10 @@ impl RedisStore {
         }
     }
 
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self.conn, RedisConn::Cluster(_))
+    }
+
     /// Runs one command or pipeline under the command timeout.
     pub(super) async fn timed<T>(
         &self,
@@ -340,7 +344,7 @@ impl Store for RedisStore {
     /// trip): each turn's script in order, then each index once. A cluster
     /// appends turn by turn (its slots may live on different nodes).
     async fn append_turns(&self, turns: &[(Tenant, SessionId, Turn)]) -> Result<(), StoreError> {
-        if matches!(self.conn, RedisConn::Cluster(_)) || turns.len() < 2 {
+        if self.is_cluster() || turns.len() < 2 {
             for (tenant, session, turn) in turns {
                 self.append_turn(tenant, session, turn).await?;
             }

@@ -15,14 +15,40 @@ use redis::aio::MultiplexedConnection;
 
 use super::StoreError;
 use super::checkpoints::{
-    CheckpointStore, Control, ControlRequests, EventBatch, EventsRead, Follower, StreamRecord,
-    StreamState,
+    CheckpointStore, Checkpointed, Control, ControlRequests, EventBatch, EventsRead, Follower,
+    StreamRecord, StreamState,
 };
 use super::keys::Key;
 use super::redis::RedisStore;
 use super::redis_conn::Nodes;
 use crate::session::SessionId;
 use crate::tenant::Tenant;
+
+/// Clears a session's `active_stream` if it names the stream ARGV[1]. Sent
+/// with EVAL (Redis caches it) so that it can ride in a pipeline without a
+/// NOSCRIPT round trip.
+const CLEAR_ACTIVE_STREAM: &str = "if redis.call('HGET', KEYS[1], 'active_stream') == ARGV[1] then redis.call('HDEL', KEYS[1], 'active_stream') end return 0";
+
+/// Adds one batch's XADD: entry `{first}-1` with the first event's number,
+/// the events' lengths and their bytes end to end.
+fn add_batch(pipe: &mut redis::Pipeline, events_key: &str, batch: &EventBatch) {
+    let lens: Vec<String> = batch.events.iter().map(|e| e.len().to_string()).collect();
+    let data: Vec<u8> = batch
+        .events
+        .iter()
+        .flat_map(|e| e.iter().copied())
+        .collect();
+    pipe.cmd("XADD")
+        .arg(events_key)
+        .arg(format!("{}-1", batch.first))
+        .arg("n")
+        .arg(batch.first)
+        .arg("lens")
+        .arg(lens.join(","))
+        .arg("d")
+        .arg(data)
+        .ignore();
+}
 
 /// An XRANGE/XREAD entry: its id and its flat field/value list.
 type Entry = (String, Vec<Vec<u8>>);
@@ -59,10 +85,14 @@ impl CheckpointStore for RedisStore {
         .expire(&meta, ttl.as_secs() as i64)
         .ignore();
         let mut conn = self.conn.clone();
-        self.timed(pipe.query_async::<()>(&mut conn)).await?;
         if let Ok(session) = SessionId::parse(&record.session) {
             let session_meta = Key::SessionMeta(&record.tenant, &session).to_redis();
-            let mut pipe = redis::pipe();
+            // On a cluster the session's slot is another node's: a pipeline
+            // of its own. Elsewhere one round trip does both.
+            if self.is_cluster() {
+                self.timed(pipe.query_async::<()>(&mut conn)).await?;
+                pipe = redis::pipe();
+            }
             pipe.hset_multiple(
                 &session_meta,
                 &[("active_stream", &record.id), ("last_stream", &record.id)],
@@ -70,9 +100,8 @@ impl CheckpointStore for RedisStore {
             .ignore()
             .expire(&session_meta, history_ttl.as_secs() as i64)
             .ignore();
-            self.timed(pipe.query_async::<()>(&mut conn)).await?;
         }
-        Ok(())
+        self.timed(pipe.query_async::<()>(&mut conn)).await
     }
 
     async fn append_events(
@@ -82,23 +111,8 @@ impl CheckpointStore for RedisStore {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let events_key = Key::StreamEvents(id).to_redis();
-        let lens: Vec<String> = batch.events.iter().map(|e| e.len().to_string()).collect();
-        let data: Vec<u8> = batch
-            .events
-            .iter()
-            .flat_map(|e| e.iter().copied())
-            .collect();
         let mut pipe = redis::pipe();
-        pipe.cmd("XADD")
-            .arg(&events_key)
-            .arg(format!("{}-1", batch.first))
-            .arg("n")
-            .arg(batch.first)
-            .arg("lens")
-            .arg(lens.join(","))
-            .arg("d")
-            .arg(data)
-            .ignore();
+        add_batch(&mut pipe, &events_key, batch);
         if batch.first == 0 {
             // Until the stream closes, its events live as long as its record.
             pipe.expire(&events_key, ttl.as_secs() as i64).ignore();
@@ -126,6 +140,7 @@ impl CheckpointStore for RedisStore {
     async fn close_stream(
         &self,
         record: &StreamRecord,
+        last: Option<&EventBatch>,
         tail: Option<Bytes>,
         retention: Duration,
     ) -> Result<(), StoreError> {
@@ -133,6 +148,9 @@ impl CheckpointStore for RedisStore {
         let meta = Key::StreamMeta(&record.id).to_redis();
         let retention = retention.as_secs().max(1) as i64;
         let mut pipe = redis::pipe();
+        if let Some(batch) = last {
+            add_batch(&mut pipe, &events_key, batch);
+        }
         if let Some(tail) = tail {
             pipe.cmd("XADD")
                 .arg(&events_key)
@@ -155,28 +173,21 @@ impl CheckpointStore for RedisStore {
         .expire(&events_key, retention)
         .ignore();
         let mut conn = self.conn.clone();
-        self.timed(pipe.query_async::<()>(&mut conn)).await?;
         if let Ok(session) = SessionId::parse(&record.session) {
-            let session_meta = Key::SessionMeta(&record.tenant, &session).to_redis();
-            let active: Option<String> = self
-                .timed(
-                    redis::cmd("HGET")
-                        .arg(&session_meta)
-                        .arg("active_stream")
-                        .query_async(&mut conn),
-                )
-                .await?;
-            if active.as_deref() == Some(record.id.as_str()) {
-                self.timed(
-                    redis::cmd("HDEL")
-                        .arg(&session_meta)
-                        .arg("active_stream")
-                        .query_async::<()>(&mut conn),
-                )
-                .await?;
+            if self.is_cluster() {
+                self.timed(pipe.query_async::<()>(&mut conn)).await?;
+                pipe = redis::pipe();
             }
+            // The session's pointer goes only if it still names this stream
+            // (a newer stream of the session may have taken it).
+            pipe.cmd("EVAL")
+                .arg(CLEAR_ACTIVE_STREAM)
+                .arg(1)
+                .arg(Key::SessionMeta(&record.tenant, &session).to_redis())
+                .arg(&record.id)
+                .ignore();
         }
-        Ok(())
+        self.timed(pipe.query_async::<()>(&mut conn)).await
     }
 
     async fn stream_record(&self, id: &str) -> Result<Option<StreamRecord>, StoreError> {
@@ -223,6 +234,39 @@ impl CheckpointStore for RedisStore {
             created_ms: number("created_ms"),
             heartbeat_ms: number("heartbeat_ms"),
         }))
+    }
+
+    async fn checkpointed(&self, id: &str) -> Result<Checkpointed, StoreError> {
+        let mut conn = self.conn.clone();
+        let top: Vec<Entry> = self
+            .timed(
+                redis::cmd("XREVRANGE")
+                    .arg(Key::StreamEvents(id).to_redis())
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let Some(entry) = top.first() else {
+            return Ok(Checkpointed::default());
+        };
+        if let Some(first) = batch_first(&entry.1) {
+            let mut events = Vec::new();
+            absorb(entry, 0, &mut events, &mut None)?;
+            return Ok(Checkpointed {
+                events: first + events.len() as u64,
+                tail: false,
+            });
+        }
+        // The tail, `{events}-2`, is the last entry of a closed stream.
+        let events = entry
+            .0
+            .split_once('-')
+            .and_then(|(n, _)| n.parse().ok())
+            .ok_or_else(|| StoreError::Corrupt(format!("stream entry {}", entry.0)))?;
+        Ok(Checkpointed { events, tail: true })
     }
 
     async fn read_events(&self, id: &str, from: u64) -> Result<EventsRead, StoreError> {

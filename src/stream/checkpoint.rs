@@ -55,6 +55,8 @@ pub async fn run(
         },
         opened: false,
         failing: false,
+        resync: false,
+        tail_written: false,
         store,
         hub,
         settings,
@@ -105,6 +107,11 @@ struct Writer {
     opened: bool,
     /// In a streak of failed writes (counted and logged once per streak).
     failing: bool,
+    /// A write failed: what it was writing may have landed anyway, so the
+    /// next round asks the store how far the checkpoints got.
+    resync: bool,
+    /// The trailing bytes are stored (found by a resync).
+    tail_written: bool,
 }
 
 impl Writer {
@@ -121,8 +128,21 @@ impl Writer {
                 .await?;
             self.opened = true;
         }
+        if self.resync {
+            let stored = self.store.checkpointed(&self.hub.id).await?;
+            self.record.events = stored.events;
+            self.tail_written = stored.tail;
+            self.resync = false;
+        }
         let snapshot = self.hub.snapshot(self.record.events as usize);
-        for chunk in snapshot.events.chunks(self.settings.max_events.max(1)) {
+        let closing = ended && snapshot.state.is_final();
+        let mut batches: Vec<&[bytes::Bytes]> = snapshot
+            .events
+            .chunks(self.settings.max_events.max(1))
+            .collect();
+        // The last batch of a stream goes out with its end, in one round trip.
+        let last = if closing { batches.pop() } else { None };
+        for chunk in batches {
             let batch = EventBatch {
                 first: self.record.events,
                 events: chunk.to_vec(),
@@ -133,12 +153,22 @@ impl Writer {
             self.record.events += chunk.len() as u64;
             self.metrics.checkpointed_events.inc_by(chunk.len() as u64);
         }
-        if ended && snapshot.state.is_final() {
-            self.record.state = snapshot.state;
-            self.record.heartbeat_ms = now_ms();
+        if closing {
+            let last = last.map(|chunk| EventBatch {
+                first: self.record.events,
+                events: chunk.to_vec(),
+            });
+            let added = last.as_ref().map_or(0, |b| b.events.len() as u64);
+            let mut record = self.record.clone();
+            record.state = snapshot.state;
+            record.heartbeat_ms = now_ms();
+            record.events += added;
+            let tail = snapshot.tail.filter(|_| !self.tail_written);
             self.store
-                .close_stream(&self.record, snapshot.tail, self.settings.retention)
+                .close_stream(&record, last.as_ref(), tail, self.settings.retention)
                 .await?;
+            self.metrics.checkpointed_events.inc_by(added);
+            self.record = record;
             return Ok(true);
         }
         if last_beat.elapsed() >= self.settings.heartbeat {
@@ -155,6 +185,7 @@ impl Writer {
     }
 
     fn failed(&mut self, error: &StoreError) {
+        self.resync = self.opened;
         if !self.failing {
             self.failing = true;
             self.metrics.checkpoint_dropped("store_error");

@@ -57,6 +57,9 @@ impl RedisServer {
             "127.0.0.1",
             "--save",
             "",
+            // Stall tests use DEBUG SLEEP (refused unless enabled).
+            "--enable-debug-command",
+            "local",
         ]);
         match &self.persistence {
             Some(dir) => command.args([
