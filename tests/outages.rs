@@ -235,3 +235,59 @@ async fn upstream_faults_are_recorded_as_incomplete_and_interrupted() {
         "a JSON answer is recorded whole"
     );
 }
+
+/// A group commit whose answer was lost (a timeout after Redis carried it
+/// out) is sent again whole: the turns it holds, several of one session,
+/// are stored once.
+#[tokio::test]
+async fn a_batch_written_twice_is_stored_once() {
+    use tether::store::{Retention, Turn, UsageTotals, connect};
+    let redis = RedisServer::start();
+    let settings = tether::config::StoreSettings::Redis {
+        url: redis.url(),
+        connect_timeout: Duration::from_secs(1),
+        command_timeout: Duration::from_secs(1),
+        ca_file: None,
+    };
+    let retention = Retention {
+        history_ttl: Duration::from_secs(60),
+    };
+    let store = connect(&settings, retention).await.unwrap().history;
+    let tenant = tether::tenant::Tenant::from_credential(KEY);
+    let session = tether::session::SessionId::parse("replayed").unwrap();
+    let batch: Vec<_> = (0..20)
+        .map(|i| {
+            let turn = Turn {
+                id: format!("turn-{i}"),
+                if_new: Vec::new(),
+                messages: vec![json!({"role": "user", "content": format!("q{i}")})],
+                usage: UsageTotals {
+                    total_tokens: 1,
+                    ..UsageTotals::default()
+                },
+                model: None,
+                at_ms: 1,
+            };
+            (tenant.clone(), session.clone(), turn)
+        })
+        .collect();
+    store.append_turns(&batch[..4]).await.unwrap();
+    store.append_turns(&batch[..4]).await.unwrap();
+    let info = store
+        .session_info(&tenant, &session)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(info.message_count, 4, "the replayed batch added nothing");
+    assert_eq!(info.usage.total_tokens, 4);
+
+    // The last 16 are remembered: a replay of a batch that long still adds nothing.
+    store.append_turns(&batch[4..]).await.unwrap();
+    store.append_turns(&batch[4..]).await.unwrap();
+    let info = store
+        .session_info(&tenant, &session)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(info.message_count, 20);
+}

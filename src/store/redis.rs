@@ -32,7 +32,8 @@ use crate::tenant::Tenant;
 /// Appends a turn atomically: one script on the session's slot (so it
 /// also works on a cluster, where MULTI does not follow a slot that moved).
 /// A retry of a turn already applied (its answer was lost) changes nothing:
-/// the session remembers the id of the last turn it took. The session's
+/// the session remembers the ids of the last 16 turns it took (a retried
+/// batch may hold several turns of one session). The session's
 /// first messages (`Turn::if_new`) go in only when it has none yet (no
 /// `created_ms`: a stream's record may have made the hash before any turn).
 /// Five commands inside (HMGET, RPUSH, EXPIRE, HSET, EXPIRE): every one
@@ -42,11 +43,14 @@ static APPEND_TURN: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::ne
     redis::Script::new(
         r"
         local ttl, at, model, id = ARGV[1], ARGV[2], ARGV[6], ARGV[7]
+        local RECENT_TURNS = 16
         local model_field = 'created_ms'
         if model ~= '' then model_field = 'model:' .. model end
         local meta = redis.call('HMGET', KEYS[2], 'last_turn', 'created_ms',
-            'prompt_tokens', 'completion_tokens', 'total_tokens', model_field)
-        if id ~= '' and meta[1] == id then
+            'prompt_tokens', 'completion_tokens', 'total_tokens', model_field,
+            'recent_turns')
+        local recent = meta[7] or meta[1] or ''
+        if id ~= '' and string.find(',' .. recent .. ',', ',' .. id .. ',', 1, true) then
             return 0
         end
         local first = 9
@@ -57,7 +61,15 @@ static APPEND_TURN: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::ne
             redis.call('RPUSH', KEYS[1], unpack(ARGV, from, math.min(from + 999, #ARGV)))
         end
         redis.call('EXPIRE', KEYS[1], ttl)
-        local fields = {'last_message_ms', at, 'last_turn', id,
+        if id ~= '' then
+            if recent ~= '' then recent = recent .. ',' .. id else recent = id end
+            local count = select(2, string.gsub(recent, ',', ''))
+            while count >= RECENT_TURNS do
+                recent = string.sub(recent, string.find(recent, ',', 1, true) + 1)
+                count = count - 1
+            end
+        end
+        local fields = {'last_message_ms', at, 'recent_turns', recent,
             'prompt_tokens', (tonumber(meta[3]) or 0) + tonumber(ARGV[3]),
             'completion_tokens', (tonumber(meta[4]) or 0) + tonumber(ARGV[4]),
             'total_tokens', (tonumber(meta[5]) or 0) + tonumber(ARGV[5])}
