@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::history::{KEY, get, wait_for_messages};
 use common::redis_cluster::RedisCluster;
+use common::streams::resume_elsewhere;
 use common::{MockUpstream, Tether, client, mock_upstream};
 use serde_json::json;
 
@@ -69,28 +70,7 @@ async fn history_and_cross_replica_resume_on_a_cluster_survive_a_master_kill() {
     );
 
     // Cross-replica resume, byte for byte.
-    let mut first = stream(&a, "resumed", 40, 10).await;
-    let id = first.headers()["x-stream-id"].to_str().unwrap().to_owned();
-    let mut head = Vec::new();
-    while head.windows(2).filter(|w| w == b"\n\n").count() < 5 {
-        head.extend_from_slice(&first.chunk().await.unwrap().unwrap());
-    }
-    let have = head.windows(2).filter(|w| w == b"\n\n").count();
-    let rest = client()
-        .get(b.url(&format!("/tether/streams/{id}?after={have}")))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(rest.status(), 200);
-    let mut original = head.clone();
-    original.extend_from_slice(&first.bytes().await.unwrap());
-    let mut union = head;
-    union.extend_from_slice(&rest.bytes().await.unwrap());
-    assert!(
-        union == original,
-        "resumed through B on the cluster, byte for byte"
-    );
+    resume_elsewhere(stream(&a, "resumed", 40, 10).await, 5, &b).await;
 
     // Kill the master that holds a session; its replica takes over.
     let victim = format!("tether:{{s:{tenant}:c0}}:messages");

@@ -5,13 +5,12 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::history::{KEY, wait_for_messages};
 use common::streams::start_stream;
-use common::{MockUpstream, Tether, client};
+use common::{MockUpstream, Tether, client, free_port};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
 /// A redis-server with TLS on `tls_port` (and plain on `port`, for the
@@ -21,14 +20,6 @@ struct TlsRedis {
     port: u16,
     tls_port: u16,
     child: Child,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl TlsRedis {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::history::{KEY, get, wait_for_messages};
 use common::redis_sentinel::RedisSentinel;
-use common::streams::{events_in, read_events, start_stream};
+use common::streams::{read_events, resume_elsewhere, start_stream};
 use common::{MockUpstream, Tether, client, mock_upstream};
 
 async fn on_sentinel(mock: &MockUpstream, url: &str) -> Tether {
@@ -23,29 +23,6 @@ async fn on_sentinel(mock: &MockUpstream, url: &str) -> Tether {
         s.streams.checkpoint_interval_ms = 50;
     })
     .await
-}
-
-/// Drops `stream` after `have` events and reads the rest through `other`;
-/// the union must be the whole stream, byte for byte.
-async fn resume_elsewhere(mut stream: reqwest::Response, have: usize, other: &Tether) {
-    let id = stream.headers()["x-stream-id"].to_str().unwrap().to_owned();
-    let head = read_events(&mut stream, have).await;
-    let have = events_in(&head);
-    let rest = client()
-        .get(other.url(&format!("/tether/streams/{id}?after={have}")))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(rest.status(), 200);
-    let mut original = head.clone();
-    original.extend_from_slice(&stream.bytes().await.unwrap());
-    let mut union = head;
-    union.extend_from_slice(&rest.bytes().await.unwrap());
-    assert!(
-        union == original,
-        "resumed on the other replica, byte for byte"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

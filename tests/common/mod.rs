@@ -17,6 +17,15 @@ pub use mock_upstream::MockUpstream;
 pub use redis_server::RedisServer;
 pub use tether::Tether;
 
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A plain HTTP client that neither decompresses nor follows redirects.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()

@@ -3,9 +3,10 @@
 //! after 500 ms), started by the test so the master can be killed and the
 //! replica promoted while tether runs.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::free_port;
 
 pub const MASTER_NAME: &str = "mymaster";
 pub const PASSWORD: &str = "s3cret/with:odd@chars";
@@ -18,14 +19,6 @@ pub struct RedisSentinel {
     master: Option<Child>,
     replica: Option<Child>,
     sentinel: Option<Child>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Runs `redis-cli` against a port (with the data nodes' password unless

@@ -108,6 +108,20 @@ impl RedisServer {
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Freezes the server for `secs` (DEBUG SLEEP, from another thread):
+    /// commands sent meanwhile wait, and are carried out when it wakes.
+    /// Join the handle to check that it really froze.
+    pub fn freeze(&self, secs: f64) -> Freeze {
+        let port = self.port.to_string();
+        Freeze(std::thread::spawn(move || {
+            let out = Command::new("redis-cli")
+                .args(["-p", &port, "DEBUG", "SLEEP", &secs.to_string()])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        }))
+    }
+
     /// Kills the server (SIGKILL) and waits for it to be gone.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -120,6 +134,16 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
+    }
+}
+
+/// A freeze under way.
+pub struct Freeze(std::thread::JoinHandle<String>);
+
+impl Freeze {
+    /// Waits for the server to wake and asserts that it had frozen.
+    pub fn join(self) {
+        assert_eq!(self.0.join().unwrap(), "OK", "Redis really froze");
     }
 }
 

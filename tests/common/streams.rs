@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::client;
 use super::history::KEY;
+use super::{Tether, client};
 
 /// Starts a streamed chat of `chunks` chunks, `delay_ms` apart, in
 /// `session`, through the tether at `base` (`http://host:port`).
@@ -52,4 +52,27 @@ pub async fn read_events(response: &mut reqwest::Response, n: usize) -> Vec<u8> 
         bytes.extend_from_slice(&chunk);
     }
     bytes
+}
+
+/// Drops `stream` after `have` events and reads the rest through `other`;
+/// the union must be the whole stream, byte for byte.
+pub async fn resume_elsewhere(mut stream: reqwest::Response, have: usize, other: &Tether) {
+    let id = stream.headers()["x-stream-id"].to_str().unwrap().to_owned();
+    let head = read_events(&mut stream, have).await;
+    let have = events_in(&head);
+    let rest = client()
+        .get(other.url(&format!("/tether/streams/{id}?after={have}")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), 200);
+    let mut original = head.clone();
+    original.extend_from_slice(&stream.bytes().await.unwrap());
+    let mut union = head;
+    union.extend_from_slice(&rest.bytes().await.unwrap());
+    assert!(
+        union == original,
+        "resumed through the other replica, byte for byte"
+    );
 }
