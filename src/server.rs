@@ -169,7 +169,17 @@ fn request_id(headers: &http::HeaderMap) -> String {
         .get(X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned)
+        .map_or_else(new_id, str::to_owned)
+}
+
+/// A new random id: 32 lowercase hex digits (a UUID v4 without dashes),
+/// encoded without going through `fmt`.
+pub fn new_id() -> String {
+    let mut buf = uuid::Uuid::encode_buffer();
+    uuid::Uuid::new_v4()
+        .simple()
+        .encode_lower(&mut buf)
+        .to_owned()
 }
 
 /// The one dispatch: the session prefix comes off, own routes are answered

@@ -85,7 +85,7 @@ pub async fn run(
     // Built here, beside the response, so that the one history writer task
     // only writes; the messages move into the turn.
     let mut turn = turn::build(job.request, reply, context, SystemTime::now());
-    turn.id = uuid::Uuid::new_v4().simple().to_string();
+    turn.id = crate::server::new_id();
     history.submit(PendingTurn {
         tenant: job.tenant,
         session: job.session,
