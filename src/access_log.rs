@@ -15,7 +15,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use std::sync::Arc;
 
 use crate::body::{Body, BoxError};
-use crate::metrics::{ClassLabel, Metrics, RequestLabels};
+use crate::metrics::{Metrics, RequestFigures};
 
 /// Which part of tether answered a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,9 +67,6 @@ pub struct AccessLog {
 impl AccessLog {
     fn write(&self, end: End, bytes: u64, first_byte: Option<Instant>) {
         let total = self.started.elapsed();
-        let class = ClassLabel {
-            class: self.class.as_str(),
-        };
         let upstream_class = match (self.upstream, self.status.as_u16()) {
             (None, _) => "none",
             (Some(_), 200..=299) => "2xx",
@@ -77,29 +74,20 @@ impl AccessLog {
             (Some(_), 400..=499) => "4xx",
             (Some(_), _) => "5xx",
         };
-        let m = &self.metrics;
-        m.requests
-            .get_or_create(&RequestLabels {
-                class: self.class.as_str(),
-                status: self.status.as_u16(),
-                upstream: upstream_class,
-            })
-            .inc();
-        m.request_duration
-            .get_or_create(&class)
-            .observe(total.as_secs_f64());
         let to_headers = self.headers_at.duration_since(self.started);
         let overhead = to_headers.saturating_sub(self.upstream.unwrap_or_default());
-        m.overhead
-            .get_or_create(&class)
-            .observe(overhead.as_secs_f64());
+        self.metrics.request_done(&RequestFigures {
+            class: self.class.as_str(),
+            status: self.status.as_u16(),
+            upstream: upstream_class,
+            total_secs: total.as_secs_f64(),
+            overhead_secs: overhead.as_secs_f64(),
+            first_byte_secs: first_byte.map(|f| f.duration_since(self.started).as_secs_f64()),
+        });
         if let Some(upstream) = self.upstream {
-            m.upstream_latency.observe(upstream.as_secs_f64());
-        }
-        if let Some(first) = first_byte {
-            m.time_to_first_byte
-                .get_or_create(&class)
-                .observe(first.duration_since(self.started).as_secs_f64());
+            self.metrics
+                .upstream_latency
+                .observe(upstream.as_secs_f64());
         }
         tracing::info!(
             target: "tether::access",

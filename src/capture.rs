@@ -259,7 +259,36 @@ fn resolve_session(
 pub fn tenant_of(headers: &HeaderMap, tenancy: Tenancy) -> Tenant {
     match (tenancy, tenant::credential(headers)) {
         (Tenancy::None, _) => Tenant::shared(),
-        (Tenancy::ApiKey, Some(credential)) => Tenant::from_credential(credential),
+        (Tenancy::ApiKey, Some(credential)) => cached_tenant(credential),
         (Tenancy::ApiKey, None) => Tenant::anonymous(),
     }
+}
+
+/// Credentials whose tenant a worker thread remembers; past it the memory
+/// starts over.
+const TENANT_CACHE: usize = 256;
+
+thread_local! {
+    /// Tenants of recently seen credentials: deriving one (SHA-256, then
+    /// hex) was ~5% of a recorded request's instructions, and a client
+    /// sends the same key request after request. Only in this process's
+    /// memory, as the request headers themselves are.
+    static TENANTS: std::cell::RefCell<std::collections::HashMap<Box<str>, Tenant>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// [`Tenant::from_credential`], remembered per worker thread.
+fn cached_tenant(credential: &str) -> Tenant {
+    TENANTS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(tenant) = cache.get(credential) {
+            return tenant.clone();
+        }
+        if cache.len() >= TENANT_CACHE {
+            cache.clear();
+        }
+        let tenant = Tenant::from_credential(credential);
+        cache.insert(credential.into(), tenant.clone());
+        tenant
+    })
 }

@@ -2,6 +2,8 @@
 //! Every deliberate drop (a request not recorded, a recording cut short, a
 //! history write that failed) is counted here and logged where it happens.
 
+use std::sync::OnceLock;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -53,6 +55,34 @@ pub struct Metrics {
     pub detached_streams: Gauge,
     /// Response bytes handed to recorders.
     pub recorded_bytes: Counter,
+    /// Handles of the per-class series a request updates, taken from their
+    /// families on first use (a series appears when first used, as before)
+    /// and kept, so a request does not hash label sets and take the
+    /// families' locks four times.
+    by_class: [ClassSeries; CLASSES.len()],
+}
+
+/// The route classes, as their labels read.
+const CLASSES: [&str; 4] = ["recorded", "proxy", "own", "rejected"];
+
+#[derive(Default)]
+struct ClassSeries {
+    /// `requests{class, status="200", upstream="2xx"}`, the usual one.
+    ok: OnceLock<Counter>,
+    duration: OnceLock<Histogram>,
+    overhead: OnceLock<Histogram>,
+    time_to_first_byte: OnceLock<Histogram>,
+}
+
+/// The figures of one finished request (see [`Metrics::request_done`]).
+pub struct RequestFigures {
+    pub class: &'static str,
+    pub status: u16,
+    /// The upstream's status class, or `none`.
+    pub upstream: &'static str,
+    pub total_secs: f64,
+    pub overhead_secs: f64,
+    pub first_byte_secs: Option<f64>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -230,6 +260,54 @@ impl Metrics {
             history_turns,
             history_messages,
             history_dropped,
+            by_class: Default::default(),
+        }
+    }
+
+    /// Counts a finished request and observes its durations.
+    pub fn request_done(&self, r: &RequestFigures) {
+        let class = ClassLabel { class: r.class };
+        let labels = RequestLabels {
+            class: r.class,
+            status: r.status,
+            upstream: r.upstream,
+        };
+        let Some(series) = CLASSES
+            .iter()
+            .position(|c| *c == r.class)
+            .map(|i| &self.by_class[i])
+        else {
+            self.requests.get_or_create(&labels).inc();
+            self.request_duration
+                .get_or_create(&class)
+                .observe(r.total_secs);
+            self.overhead.get_or_create(&class).observe(r.overhead_secs);
+            if let Some(first) = r.first_byte_secs {
+                self.time_to_first_byte.get_or_create(&class).observe(first);
+            }
+            return;
+        };
+        if r.status == 200 && r.upstream == "2xx" {
+            series
+                .ok
+                .get_or_init(|| self.requests.get_or_create(&labels).clone())
+                .inc();
+        } else {
+            self.requests.get_or_create(&labels).inc();
+        }
+        series
+            .duration
+            .get_or_init(|| self.request_duration.get_or_create(&class).clone())
+            .observe(r.total_secs);
+        series
+            .overhead
+            .get_or_init(|| self.overhead.get_or_create(&class).clone())
+            .observe(r.overhead_secs);
+        if let Some(first) = r.first_byte_secs {
+            series
+                .time_to_first_byte
+                .get_or_init(|| self.time_to_first_byte.get_or_create(&class).clone())
+                .observe(first);
         }
     }
 

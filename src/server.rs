@@ -169,75 +169,65 @@ fn request_id(headers: &http::HeaderMap) -> String {
         .get(X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned)
+        .map_or_else(new_id, str::to_owned)
+}
+
+/// A new random id: 32 lowercase hex digits (a UUID v4 without dashes),
+/// encoded without going through `fmt`.
+pub fn new_id() -> String {
+    let mut buf = uuid::Uuid::encode_buffer();
+    uuid::Uuid::new_v4()
+        .simple()
+        .encode_lower(&mut buf)
+        .to_owned()
 }
 
 /// The one dispatch: the session prefix comes off, own routes are answered
 /// here, and everything else is forwarded. The own prefix is never forwarded.
+/// Also names the class the request is answered as (for the access log and
+/// metrics), from the same look at the path.
 async fn dispatch(
     app: &App,
     req: Request<Incoming>,
     client_ip: IpAddr,
 ) -> (RouteClass, Result<Response<Body>, ProxyError>) {
-    let class = route_class(app, &req);
-    (class, route(app, req, client_ip).await)
-}
-
-/// The class a request will be answered as (for the access log and metrics).
-fn route_class(app: &App, req: &Request<Incoming>) -> RouteClass {
     let full = req.uri().path();
     if has_dot_segments(full) {
-        return RouteClass::Rejected;
+        return (RouteClass::Rejected, Err(ProxyError::DotSegments));
     }
     let (session, rest) = match split_session_prefix(full) {
-        Some((raw, rest)) if SessionId::parse(raw).is_ok() => (true, rest),
-        Some(_) => return RouteClass::Rejected,
-        None => (false, full),
-    };
-    if own_route(rest, &app.settings.api_prefix).is_some() {
-        return if session {
-            RouteClass::Rejected
-        } else {
-            RouteClass::Own
-        };
-    }
-    if recorded_api(app, req, rest).is_some() {
-        RouteClass::Recorded
-    } else {
-        RouteClass::Proxy
-    }
-}
-
-async fn route(
-    app: &App,
-    req: Request<Incoming>,
-    client_ip: IpAddr,
-) -> Result<Response<Body>, ProxyError> {
-    let full = req.uri().path();
-    if has_dot_segments(full) {
-        return Err(ProxyError::DotSegments);
-    }
-    let (session, rest) = match split_session_prefix(full) {
-        Some((raw, rest)) => (Some(SessionId::parse(raw)?), rest.to_owned()),
+        Some((raw, rest)) => match SessionId::parse(raw) {
+            Ok(session) => (Some(session), rest.to_owned()),
+            Err(e) => return (RouteClass::Rejected, Err(e.into())),
+        },
         None => (None, full.to_owned()),
     };
     if let Some(route) = own_route(&rest, &app.settings.api_prefix) {
         if session.is_some() {
-            return Err(ProxyError::ReservedPath);
+            return (RouteClass::Rejected, Err(ProxyError::ReservedPath));
         }
         let route = route.to_owned();
-        return Ok(crate::api::handle(app, req, &route, client_ip).await);
+        let response = crate::api::handle(app, req, &route, client_ip).await;
+        return (RouteClass::Own, Ok(response));
     }
+    let api = recorded_api(app, &req, &rest);
+    let class = if api.is_some() {
+        RouteClass::Recorded
+    } else {
+        RouteClass::Proxy
+    };
     if app.settings.auth.required && crate::tenant::credential(req.headers()).is_none() {
-        return Err(ProxyError::Unauthorized);
+        return (class, Err(ProxyError::Unauthorized));
     }
-    if crate::proxy::is_upgrade(&req) {
-        return app.proxy.tunnel(req, &rest, client_ip).await;
-    }
-    if let Some(api) = recorded_api(app, &req, &rest) {
-        return capture::handle(app, req, api, &rest, session, client_ip).await;
-    }
-    app.proxy.forward(req, &rest, client_ip).await
+    let result = if crate::proxy::is_upgrade(&req) {
+        app.proxy.tunnel(req, &rest, client_ip).await
+    } else {
+        match api {
+            Some(api) => capture::handle(app, req, api, &rest, session, client_ip).await,
+            None => app.proxy.forward(req, &rest, client_ip).await,
+        }
+    };
+    (class, result)
 }
 
 /// The API of a request tether records, if it is one.

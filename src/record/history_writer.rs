@@ -11,16 +11,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::turn::{self, ReplyContext};
-use super::{Reply, TurnRequest};
 use crate::metrics::Metrics;
 use crate::session::SessionId;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, Turn};
 use crate::tenant::Tenant;
 
 /// Turns written together at most: a batch is one pipeline, and this keeps
@@ -36,16 +34,14 @@ const RETRY_MAX: Duration = Duration::from_secs(1);
 const PERMANENT_ATTEMPTS: u32 = 3;
 
 /// A finished exchange waiting to be appended to its session's history.
+/// The recorder builds the turn (`turn::build`, timestamped when the
+/// exchange ended, however late the write), so the one writer task only
+/// writes.
 pub struct PendingTurn {
-    /// Unique per turn, kept across retries (see `Turn::id`).
-    pub id: String,
     pub tenant: Tenant,
     pub session: SessionId,
-    pub request: TurnRequest,
-    pub reply: Option<Reply>,
-    pub context: ReplyContext,
-    /// When the exchange ended: the messages' timestamps, however late the write.
-    pub at: SystemTime,
+    /// Its `id` is unique per turn and kept across retries (see `Turn::id`).
+    pub turn: Turn,
     /// Told when the turn is stored (true) or dropped (false).
     pub done: Option<oneshot::Sender<bool>>,
 }
@@ -122,25 +118,28 @@ async fn run(
     mut rx: mpsc::Receiver<PendingTurn>,
     depth: Arc<AtomicUsize>,
 ) {
-    while let Some(first) = rx.recv().await {
-        // Group commit: whatever else is waiting goes along, in order.
-        let mut batch = vec![first];
-        while batch.len() < WRITE_BATCH {
-            match rx.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
+    // Reused from batch to batch: (tenant, session, turn) is the shape the
+    // store takes, so turns move into it without a copy.
+    let mut turns: Vec<(Tenant, SessionId, Turn)> = Vec::with_capacity(WRITE_BATCH);
+    let mut waiting: Vec<Option<oneshot::Sender<bool>>> = Vec::with_capacity(WRITE_BATCH);
+    let mut received: Vec<PendingTurn> = Vec::with_capacity(WRITE_BATCH);
+    // Group commit: whatever else is waiting goes along, in order.
+    while rx.recv_many(&mut received, WRITE_BATCH).await > 0 {
+        for pending in received.drain(..) {
+            turns.push((pending.tenant, pending.session, pending.turn));
+            waiting.push(pending.done);
         }
-        let stored = write_batch(&*store, &batch, &metrics).await;
-        depth.fetch_sub(batch.len(), Ordering::Relaxed);
+        let stored = write_batch(&*store, &turns, &metrics).await;
+        depth.fetch_sub(turns.len(), Ordering::Relaxed);
         metrics
             .history_queue_depth
             .set(depth.load(Ordering::Relaxed) as i64);
-        for (mut pending, stored) in batch.into_iter().zip(stored) {
-            if let Some(done) = pending.done.take() {
+        for (done, stored) in waiting.drain(..).zip(stored) {
+            if let Some(done) = done {
                 let _ = done.send(stored);
             }
         }
+        turns.clear();
     }
 }
 
@@ -149,26 +148,20 @@ async fn run(
 /// nothing, so the retry is safe. A batch the store refuses is written turn
 /// by turn instead, so one bad turn cannot take the others with it.
 /// Returns, per turn, whether it was stored.
-async fn write_batch(store: &dyn Store, batch: &[PendingTurn], metrics: &Metrics) -> Vec<bool> {
-    if batch.len() == 1 {
-        return vec![write_with_retry(store, &batch[0], metrics).await];
+async fn write_batch(
+    store: &dyn Store,
+    turns: &[(Tenant, SessionId, Turn)],
+    metrics: &Metrics,
+) -> Vec<bool> {
+    if turns.len() == 1 {
+        return vec![write_with_retry(store, &turns[0], metrics).await];
     }
-    let turns: Vec<_> = batch
-        .iter()
-        .map(|pending| {
-            (
-                pending.tenant.clone(),
-                pending.session.clone(),
-                build(pending),
-            )
-        })
-        .collect();
     let mut wait = RETRY_MIN;
     loop {
-        match store.append_turns(&turns).await {
+        match store.append_turns(turns).await {
             Ok(()) => {
                 metrics.history_turns.inc_by(turns.len() as u64);
-                let messages: usize = turns.iter().map(|(_, _, t)| t.messages.len()).sum();
+                let messages: usize = turns.iter().map(|(_, _, t)| message_count(t)).sum();
                 metrics.history_messages.inc_by(messages as u64);
                 return vec![true; turns.len()];
             }
@@ -180,9 +173,9 @@ async fn write_batch(store: &dyn Store, batch: &[PendingTurn], metrics: &Metrics
             }
             Err(_) => {
                 metrics.store_errors.inc();
-                let mut stored = Vec::with_capacity(batch.len());
-                for pending in batch {
-                    stored.push(write_with_retry(store, pending, metrics).await);
+                let mut stored = Vec::with_capacity(turns.len());
+                for turn in turns {
+                    stored.push(write_with_retry(store, turn, metrics).await);
                 }
                 return stored;
             }
@@ -190,27 +183,36 @@ async fn write_batch(store: &dyn Store, batch: &[PendingTurn], metrics: &Metrics
     }
 }
 
+/// The messages a turn counts for (`tether_history_messages_total`).
+fn message_count(turn: &Turn) -> usize {
+    turn.messages.len()
+}
+
 /// Writes one turn, retrying while the store is unreachable.
-async fn write_with_retry(store: &dyn Store, pending: &PendingTurn, metrics: &Metrics) -> bool {
+async fn write_with_retry(
+    store: &dyn Store,
+    (tenant, session, turn): &(Tenant, SessionId, Turn),
+    metrics: &Metrics,
+) -> bool {
     let mut wait = RETRY_MIN;
     let mut permanent_failures = 0;
     loop {
-        match write(store, pending).await {
-            Ok(messages) => {
+        match store.append_turn(tenant, session, turn).await {
+            Ok(()) => {
                 metrics.history_turns.inc();
-                metrics.history_messages.inc_by(messages as u64);
+                metrics.history_messages.inc_by(message_count(turn) as u64);
                 return true;
             }
             Err(e) if e.is_transient() => {
                 metrics.store_errors.inc();
-                tracing::debug!(session = %pending.session, error = %e, retry_in = ?wait, "history write failed; will retry");
+                tracing::debug!(%session, error = %e, retry_in = ?wait, "history write failed; will retry");
             }
             Err(e) => {
                 metrics.store_errors.inc();
                 permanent_failures += 1;
                 if permanent_failures >= PERMANENT_ATTEMPTS {
                     metrics.history_dropped.inc();
-                    tracing::warn!(session = %pending.session, error = %e, "history turn dropped: the store refuses it");
+                    tracing::warn!(%session, error = %e, "history turn dropped: the store refuses it");
                     return false;
                 }
             }
@@ -218,24 +220,4 @@ async fn write_with_retry(store: &dyn Store, pending: &PendingTurn, metrics: &Me
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(RETRY_MAX);
     }
-}
-
-/// The turn a pending exchange amounts to, named by its id.
-fn build(pending: &PendingTurn) -> crate::store::Turn {
-    let mut turn = turn::build(
-        &pending.request,
-        pending.reply.as_ref(),
-        &pending.context,
-        pending.at,
-    );
-    turn.id = pending.id.clone();
-    turn
-}
-
-async fn write(store: &dyn Store, pending: &PendingTurn) -> Result<usize, StoreError> {
-    let turn = build(pending);
-    store
-        .append_turn(&pending.tenant, &pending.session, &turn)
-        .await?;
-    Ok(turn.messages.len())
 }

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use bytes::{Bytes, BytesMut};
 
 use super::history_writer::{HistoryWriter, PendingTurn};
-use super::turn::ReplyContext;
+use super::turn::{self, ReplyContext};
 use super::{Api, Assembler, Decoder, Encoding, Reply, SseEvent, SseParser, TurnRequest};
 use crate::metrics::Metrics;
 use crate::session::SessionId;
@@ -85,14 +85,14 @@ pub async fn run(
         complete: incomplete.is_none(),
         stream_id,
     };
+    // Built here, beside the response, so that the one history writer task
+    // only writes; the messages move into the turn.
+    let mut turn = turn::build(job.request, reply, context, SystemTime::now());
+    turn.id = crate::server::new_id();
     history.submit(PendingTurn {
-        id: uuid::Uuid::new_v4().simple().to_string(),
         tenant: job.tenant,
         session: job.session,
-        request: job.request,
-        reply,
-        context,
-        at: SystemTime::now(),
+        turn,
         done: job.done,
     });
 }

@@ -48,11 +48,11 @@ impl RequestError {
 pub fn parse(api: Api, body: &[u8]) -> Result<TurnRequest, RequestError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| RequestError::NotJson(e.to_string()))?;
-    let Value::Object(obj) = value else {
+    let Value::Object(mut obj) = value else {
         return Err(RequestError::NotAnObject);
     };
     let (system, messages) = match api {
-        Api::ChatCompletions => (Vec::new(), chat_messages(&obj)?),
+        Api::ChatCompletions => (Vec::new(), chat_messages(&mut obj)?),
         Api::Completions => (Vec::new(), completion_prompt(&obj)?),
         Api::Responses => responses_input(&obj)?,
         Api::AnthropicMessages => anthropic_messages(&obj)?,
@@ -73,12 +73,14 @@ pub fn parse(api: Api, body: &[u8]) -> Result<TurnRequest, RequestError> {
     })
 }
 
-fn chat_messages(obj: &Map<String, Value>) -> Result<Vec<Value>, RequestError> {
-    let messages = obj
-        .get("messages")
-        .and_then(Value::as_array)
-        .ok_or(RequestError::NoConversation("messages is not an array"))?;
-    Ok(messages.iter().filter(|m| m.is_object()).cloned().collect())
+/// Chat Completions: `messages`, moved out of the parsed body (not copied).
+fn chat_messages(obj: &mut Map<String, Value>) -> Result<Vec<Value>, RequestError> {
+    let Some(Value::Array(messages)) = obj.get_mut("messages") else {
+        return Err(RequestError::NoConversation("messages is not an array"));
+    };
+    let mut messages = std::mem::take(messages);
+    messages.retain(Value::is_object);
+    Ok(messages)
 }
 
 fn completion_prompt(obj: &Map<String, Value>) -> Result<Vec<Value>, RequestError> {

@@ -7,7 +7,7 @@
 
 use std::time::SystemTime;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{Reply, TurnRequest};
 use crate::store::{Turn, UsageTotals};
@@ -55,44 +55,48 @@ pub fn new_messages_split(request: &TurnRequest) -> (Vec<Value>, Vec<Value>) {
 }
 
 /// The turn to append: the new request messages and the reply, each with
-/// its model and timestamp.
+/// its model and timestamp. Takes the request and the reply by value: their
+/// messages move into the turn instead of being copied.
 pub fn build(
-    request: &TurnRequest,
-    reply: Option<&Reply>,
-    context: &ReplyContext,
+    request: TurnRequest,
+    reply: Option<Reply>,
+    context: ReplyContext,
     now: SystemTime,
 ) -> Turn {
-    let timestamp = humantime::format_rfc3339_micros(now).to_string();
+    let timestamp = Value::String(humantime::format_rfc3339_micros(now).to_string());
     let model = reply
+        .as_ref()
         .and_then(|r| r.model.clone())
-        .or_else(|| request.model.clone());
+        .or(request.model);
+    let model_value = Value::from(model.clone());
     let stamp = |mut message: Value| {
         if let Value::Object(obj) = &mut message {
-            obj.insert("model".into(), model.clone().into());
-            obj.insert("timestamp".into(), timestamp.clone().into());
+            obj.insert("model".into(), model_value.clone());
+            obj.insert("timestamp".into(), timestamp.clone());
         }
         message
     };
-    let (if_new, always) = new_messages_split(request);
+    let (if_new, always) = split_owned(request.system, request.messages);
     let if_new: Vec<Value> = if_new.into_iter().map(stamp).collect();
-    let mut messages: Vec<Value> = always.into_iter().map(stamp).collect();
+    let mut messages: Vec<Value> = Vec::with_capacity(always.len() + 1);
+    messages.extend(always.into_iter().map(stamp));
     let mut usage = UsageTotals::default();
-    if let Some(reply) = reply {
+    if let Some(mut reply) = reply {
         usage = usage_totals(reply.usage.as_ref());
         let mut message = stamp(reply.to_message());
         let obj = message.as_object_mut().expect("to_message is an object");
         for (key, value) in [
             ("finish_reason", reply.finish_reason().map(Value::from)),
-            ("usage", reply.usage.clone()),
-            ("error", reply.error.clone()),
-            ("stream_id", context.stream_id.clone().map(Value::from)),
+            ("usage", reply.usage.take()),
+            ("error", reply.error.take()),
+            ("stream_id", context.stream_id.map(Value::from)),
         ] {
             if let Some(value) = value.filter(|v| !v.is_null()) {
                 obj.insert(key.into(), value);
             }
         }
         obj.insert("api".into(), reply.api.as_str().into());
-        obj.insert("complete".into(), json!(context.complete));
+        obj.insert("complete".into(), Value::Bool(context.complete));
         messages.push(message);
     }
     Turn {
@@ -106,6 +110,24 @@ pub fn build(
             .map(|d| d.as_millis() as u64)
             .unwrap_or_default(),
     }
+}
+
+/// [`new_messages_split`] on owned messages, moving them instead of cloning.
+fn split_owned(system: Vec<Value>, mut messages: Vec<Value>) -> (Vec<Value>, Vec<Value>) {
+    let after_last_assistant = messages
+        .iter()
+        .rposition(|m| role(m) == "assistant")
+        .map_or(0, |i| i + 1);
+    let always = messages.split_off(after_last_assistant);
+    let if_new = system
+        .into_iter()
+        .chain(
+            messages
+                .into_iter()
+                .filter(|m| matches!(role(m), "system" | "developer")),
+        )
+        .collect();
+    (if_new, always)
 }
 
 /// Token counts from a provider's own usage object, whatever it calls them:
@@ -138,6 +160,7 @@ fn role(message: &Value) -> &str {
 mod tests {
     use super::*;
     use crate::record::Api;
+    use serde_json::json;
 
     fn chat(messages: Value) -> TurnRequest {
         TurnRequest {

@@ -256,8 +256,8 @@ fn push_str_value(target: &mut String, value: Option<&Value>) {
 
 /// A non-streamed `chat.completion` (or `text_completion`) as one chunk:
 /// each choice's `message` becomes its `delta`.
-pub(super) fn body_as_chunk(body: &Map<String, Value>) -> Map<String, Value> {
-    let mut chunk = body.clone();
+pub(super) fn body_as_chunk(body: Map<String, Value>) -> Map<String, Value> {
+    let mut chunk = body;
     if let Some(Value::Array(choices)) = chunk.get_mut("choices") {
         for choice in choices.iter_mut().filter_map(Value::as_object_mut) {
             if let Some(message) = choice.remove("message") {

@@ -275,7 +275,7 @@ impl Reply {
         Ok(match api {
             Api::ChatCompletions | Api::Completions => {
                 let mut fold = ChatFold::new(api);
-                fold.chunk(&chat::body_as_chunk(&obj));
+                fold.chunk(&chat::body_as_chunk(obj));
                 fold.finish()
             }
             Api::Responses => ResponsesFold::from_body(&obj),
