@@ -25,7 +25,7 @@ use crate::record::{Api, Encoding, TurnRequest, request, usage};
 use crate::session::SessionId;
 use crate::store::now_ms;
 use crate::stream::checkpoint::{self, WriterSettings};
-use crate::stream::{Hub, TeeBody, new_stream_id, tap, tee::Detach};
+use crate::stream::{Hub, TeeBody, collecting_tap, new_stream_id, tap, tee::Detach};
 use crate::tenant::{self, Tenant};
 
 pub const X_SESSION_ID: HeaderName = HeaderName::from_static("x-session-id");
@@ -198,13 +198,28 @@ pub fn forward_recorded<'a>(
             stream,
             done,
         };
-        let (tap, recording) = tap();
-        app.tracker.spawn(recorder::run(
-            job,
-            recording,
-            app.history.clone(),
-            app.metrics.clone(),
-        ));
+        let tap = if sse {
+            let (tap, recording) = tap();
+            app.tracker.spawn(recorder::run(
+                job,
+                recording,
+                app.history.clone(),
+                app.metrics.clone(),
+            ));
+            tap
+        } else {
+            let (tracker, history, metrics) = (
+                app.tracker.clone(),
+                app.history.clone(),
+                app.metrics.clone(),
+            );
+            collecting_tap(
+                job.max_bytes,
+                Box::new(move |recording| {
+                    tracker.spawn(recorder::run(job, recording, history, metrics));
+                }),
+            )
+        };
         let detach = Detach {
             policy: app.settings.streams.on_disconnect,
             max_duration: app.settings.streams.max_duration,

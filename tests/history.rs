@@ -291,3 +291,72 @@ async fn what_cannot_be_parsed_or_is_declined_is_forwarded_and_not_recorded() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_reply_larger_than_the_recording_limit_reaches_the_client_whole_and_is_stored_as_incomplete()
+ {
+    let mock = MockUpstream::start().await;
+    for (tether, _redis) in both_stores(&mock, |s| s.record.max_response_bytes = 4096).await {
+        let question = json!([{"role": "user", "content": "a long answer, please"}]);
+        let response = client()
+            .post(tether.url("/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .header("x-session-id", "long-answer")
+            .header("x-mock-chunks", "2000")
+            .json(&json!({"model": "mock-model", "messages": question}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        let content = body["choices"][0]["message"]["content"].as_str().unwrap();
+        assert!(content.len() > 8192, "the reply is over the limit");
+        assert_eq!(
+            content,
+            mock_upstream::answer(2000),
+            "the client got it whole"
+        );
+
+        let stored = wait_for_messages(&tether, KEY, "long-answer", 2).await;
+        assert_eq!(stored[0]["content"], "a long answer, please");
+        assert_eq!(stored[1]["role"], "assistant");
+        assert_eq!(stored[1]["complete"], false, "{}", stored[1]);
+        let metrics = client()
+            .get(tether.url("/tether/metrics"))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("tether_recording_incomplete_total{reason=\"too_large\"} 1"),
+            "{metrics}"
+        );
+
+        // A stream over the limit: the client gets every event, history the
+        // part of the answer that came before the limit.
+        let response = client()
+            .post(tether.url("/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .header("x-session-id", "long-stream")
+            .header("x-mock-chunks", "2000")
+            .json(&json!({"model": "mock-model", "stream": true, "messages": question}))
+            .send()
+            .await
+            .unwrap();
+        let streamed = response.text().await.unwrap();
+        assert_eq!(
+            streamed.matches("tok1999").count(),
+            1,
+            "every event arrived"
+        );
+        assert!(streamed.ends_with("data: [DONE]\n\n"));
+        let stored = wait_for_messages(&tether, KEY, "long-stream", 2).await;
+        let kept = stored[1]["content"].as_str().unwrap();
+        assert!(!kept.is_empty() && kept.len() < 4096, "{kept}");
+        assert!(mock_upstream::answer(2000).starts_with(kept), "{kept}");
+        assert_eq!(stored[1]["complete"], false);
+    }
+}

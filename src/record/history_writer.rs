@@ -153,9 +153,6 @@ async fn write_batch(
     turns: &[(Tenant, SessionId, Turn)],
     metrics: &Metrics,
 ) -> Vec<bool> {
-    if turns.len() == 1 {
-        return vec![write_with_retry(store, &turns[0], metrics).await];
-    }
     let mut wait = RETRY_MIN;
     loop {
         match store.append_turns(turns).await {

@@ -58,6 +58,9 @@ pub async fn run(
         metrics.recorded_bytes.inc_by(chunk.len() as u64);
         fold.push(&chunk, job.stream.as_mut());
     }
+    if recording.too_large() {
+        fold.give_up_too_large();
+    }
     let end = recording.end();
     let lossy = recording.lossy();
     let (reply, tail, failure) = fold.finish(job.request.api, job.stream.as_mut());
@@ -119,6 +122,8 @@ struct Fold {
     consumed: u64,
     /// Folds events (SSE) or collects the body (JSON) until `max_bytes`.
     assembler: Option<Assembler>,
+    /// False once past `max_bytes`: the assembler keeps what it has.
+    assembling: bool,
     body: Vec<u8>,
     max_bytes: usize,
     seen_bytes: usize,
@@ -136,6 +141,7 @@ impl Fold {
             pending: BytesMut::new(),
             consumed: 0,
             assembler: job.sse.then(|| Assembler::new(Some(job.request.api))),
+            assembling: true,
             body: Vec::new(),
             max_bytes: job.max_bytes,
             seen_bytes: 0,
@@ -157,15 +163,23 @@ impl Fold {
         self.consume(sink);
     }
 
+    /// The reply is assembled no further: a stream's reply keeps what came
+    /// before the limit (its events still go to the hub), a whole body is
+    /// let go and its reply stored empty.
+    fn give_up_too_large(&mut self) {
+        if self.failure.is_none() {
+            self.failure = Some("too_large");
+            self.assembling = false;
+            self.body = Vec::new();
+        }
+    }
+
     /// Hands the freshly decoded bytes to the parser (and the events on to
     /// the hub and the assembler) or to the collected body.
     fn consume(&mut self, sink: Option<&mut StreamSink>) {
         self.seen_bytes += self.decoded.len();
-        if self.seen_bytes > self.max_bytes && self.failure.is_none() {
-            // The reply is no longer assembled; the stream's events still are.
-            self.failure = Some("too_large");
-            self.assembler = None;
-            self.body = Vec::new();
+        if self.seen_bytes > self.max_bytes {
+            self.give_up_too_large();
         }
         let Some((parser, events)) = &mut self.sse else {
             if self.failure.is_none() {
@@ -183,7 +197,7 @@ impl Fold {
             let len = (event.end - self.consumed) as usize;
             let raw = self.pending.split_to(len.min(self.pending.len())).freeze();
             self.consumed = event.end;
-            if let Some(assembler) = &mut self.assembler {
+            if let Some(assembler) = self.assembler.as_mut().filter(|_| self.assembling) {
                 assembler.push(&event);
             }
             if let Some(sink) = sink.as_deref_mut()
@@ -212,6 +226,9 @@ impl Fold {
         }
         let tail = (!self.pending.is_empty()).then(|| self.pending.split().freeze());
         let reply = match (self.sse, self.assembler) {
+            (Some((mut parser, mut events)), Some(assembler)) if !self.assembling => {
+                assembler.finish(&parser.finish(&mut events)).ok()
+            }
             (Some((mut parser, mut events)), Some(mut assembler)) => {
                 let sse_tail = parser.finish(&mut events);
                 for event in events.drain(..) {
@@ -220,6 +237,7 @@ impl Fold {
                 assembler.finish(&sse_tail).ok()
             }
             (None, _) if self.failure.is_none() => Reply::from_body(Some(api), &self.body).ok(),
+            (None, _) if self.failure == Some("too_large") => Some(Reply::new(api)),
             _ => None,
         };
         (reply, tail, self.failure)

@@ -355,10 +355,11 @@ impl Store for RedisStore {
     }
 
     /// On a standalone server, the whole batch is one pipeline (one round
-    /// trip): each turn's script in order, then each index once. A cluster
-    /// appends turn by turn (its slots may live on different nodes).
+    /// trip, even for a single turn): each turn's script in order, then each
+    /// index once. A cluster appends turn by turn (its slots may live on
+    /// different nodes).
     async fn append_turns(&self, turns: &[(Tenant, SessionId, Turn)]) -> Result<(), StoreError> {
-        if self.is_cluster() || turns.len() < 2 {
+        if self.is_cluster() {
             for (tenant, session, turn) in turns {
                 self.append_turn(tenant, session, turn).await?;
             }

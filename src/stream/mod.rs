@@ -11,7 +11,7 @@ pub mod replay;
 pub mod tee;
 
 pub use hub::{Hub, Registry};
-pub use tee::{End, Recording, Tap, TeeBody, tap};
+pub use tee::{End, Recording, Tap, TeeBody, collecting_tap, tap};
 
 /// A new stream id: 32 hex digits, safe in keys, URLs and headers.
 pub fn new_stream_id() -> String {

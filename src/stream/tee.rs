@@ -54,53 +54,128 @@ pub enum End {
 struct TapState {
     end: Mutex<Option<End>>,
     lossy: AtomicBool,
+    /// A collected body outgrew the recorder's limit: its chunks were let go.
+    too_large: AtomicBool,
 }
+
+/// Starts the recorder of a collected body once the body has ended.
+pub type StartRecorder = Box<dyn FnOnce(Recording) + Send>;
 
 /// The tee's side of the recorder's queue.
 pub struct Tap {
-    tx: mpsc::Sender<Bytes>,
+    sink: TapSink,
     state: Arc<TapState>,
+}
+
+enum TapSink {
+    /// A live recorder takes every chunk as it arrives (SSE: resumers and
+    /// checkpoints follow the stream).
+    Live(mpsc::Sender<Bytes>),
+    /// Nobody follows a whole-body response while it arrives: its chunks
+    /// (refcounts) are kept here and the recorder starts once, at the end.
+    /// That saves a task, a queue and a wake-up per chunk on the busiest
+    /// kind of request.
+    Collect {
+        chunks: Vec<Bytes>,
+        bytes: usize,
+        max_bytes: usize,
+        start: Option<StartRecorder>,
+    },
 }
 
 /// The recorder's side: the chunks, then how the body ended.
 pub struct Recording {
-    rx: mpsc::Receiver<Bytes>,
+    source: Source,
     state: Arc<TapState>,
 }
 
-/// A connected tap and recording.
+enum Source {
+    Live(mpsc::Receiver<Bytes>),
+    Collected(std::vec::IntoIter<Bytes>),
+}
+
+/// A connected tap and recording, for a recorder that runs beside the body.
 pub fn tap() -> (Tap, Recording) {
     let (tx, rx) = mpsc::channel(RECORDER_QUEUE_CHUNKS);
     let state = Arc::new(TapState::default());
     (
         Tap {
-            tx,
+            sink: TapSink::Live(tx),
             state: state.clone(),
         },
-        Recording { rx, state },
+        Recording {
+            source: Source::Live(rx),
+            state,
+        },
     )
+}
+
+/// A tap that keeps the chunks and hands them, with how the body ended, to
+/// `start` once it has: for bodies that are recorded only as a whole. Past
+/// `max_bytes` (the most a reply is assembled from) it lets them go rather
+/// than hold a large body in memory until its end.
+pub fn collecting_tap(max_bytes: usize, start: StartRecorder) -> Tap {
+    Tap {
+        sink: TapSink::Collect {
+            chunks: Vec::new(),
+            bytes: 0,
+            max_bytes,
+            start: Some(start),
+        },
+        state: Arc::default(),
+    }
 }
 
 impl Tap {
     /// Offers a chunk to the recorder without waiting.
-    fn offer(&self, data: &Bytes) {
+    fn offer(&mut self, data: &Bytes) {
         if self.state.lossy.load(Ordering::Relaxed) {
             return;
         }
-        if self.tx.try_send(data.clone()).is_err() {
+        let kept = match &mut self.sink {
+            TapSink::Live(tx) => tx.try_send(data.clone()).is_ok(),
+            TapSink::Collect {
+                chunks,
+                bytes,
+                max_bytes,
+                ..
+            } => {
+                *bytes += data.len();
+                if *bytes > *max_bytes {
+                    if !self.state.too_large.swap(true, Ordering::Relaxed) {
+                        *chunks = Vec::new();
+                    }
+                } else {
+                    chunks.push(data.clone());
+                }
+                true
+            }
+        };
+        if !kept {
             self.state.lossy.store(true, Ordering::Relaxed);
         }
     }
 
-    fn finish(self, end: End) {
+    fn finish(mut self, end: End) {
         *self.state.end.lock().unwrap_or_else(|e| e.into_inner()) = Some(end);
+        if let TapSink::Collect { chunks, start, .. } = &mut self.sink
+            && let Some(start) = start.take()
+        {
+            start(Recording {
+                source: Source::Collected(std::mem::take(chunks).into_iter()),
+                state: self.state.clone(),
+            });
+        }
     }
 }
 
 impl Recording {
     /// The next chunk, or `None` once the body has ended.
     pub async fn next(&mut self) -> Option<Bytes> {
-        self.rx.recv().await
+        match &mut self.source {
+            Source::Live(rx) => rx.recv().await,
+            Source::Collected(chunks) => chunks.next(),
+        }
     }
 
     /// How the body ended; meaningful once [`Recording::next`] returned `None`.
@@ -115,6 +190,12 @@ impl Recording {
     /// True when chunks were lost because the recorder fell behind.
     pub fn lossy(&self) -> bool {
         self.state.lossy.load(Ordering::Relaxed)
+    }
+
+    /// True when a collected body was let go for being larger than the
+    /// recorder would assemble.
+    pub fn too_large(&self) -> bool {
+        self.state.too_large.load(Ordering::Relaxed)
     }
 }
 
@@ -171,7 +252,7 @@ impl HttpBody for TeeBody {
         let polled = Pin::new(&mut *inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(tap), Some(data)) = (&this.tap, frame.data_ref()) {
+                if let (Some(tap), Some(data)) = (&mut this.tap, frame.data_ref()) {
                     tap.offer(data);
                 }
                 // Once is_end_stream() is true the body may never be polled
@@ -229,7 +310,7 @@ impl Drop for TeeBody {
 
 /// Reads the rest of an upstream body nobody is waiting for, for the
 /// recorder, until it ends, `max` passes, or the stream is cancelled.
-async fn drain(mut body: UpstreamBody, tap: Tap, max: Duration, cancel: CancellationToken) {
+async fn drain(mut body: UpstreamBody, mut tap: Tap, max: Duration, cancel: CancellationToken) {
     let read = async {
         loop {
             match body.frame().await {
