@@ -249,7 +249,7 @@ async fn a_batch_written_twice_is_stored_once() {
             let turn = Turn {
                 id: format!("turn-{i}"),
                 if_new: Vec::new(),
-                messages: vec![json!({"role": "user", "content": format!("q{i}")})],
+                messages: vec![json!({"role": "user", "content": format!("q{i}")}).into()],
                 usage: UsageTotals {
                     total_tokens: 1,
                     ..UsageTotals::default()

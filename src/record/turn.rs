@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use serde_json::Value;
 
 use super::{Reply, TurnRequest};
-use crate::store::{Turn, UsageTotals};
+use crate::store::{StoredMessage, Turn, UsageTotals};
 
 /// How the response that produced a reply ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,9 +77,12 @@ pub fn build(
         message
     };
     let (if_new, always) = split_owned(request.system, request.messages);
-    let if_new: Vec<Value> = if_new.into_iter().map(stamp).collect();
-    let mut messages: Vec<Value> = Vec::with_capacity(always.len() + 1);
-    messages.extend(always.into_iter().map(stamp));
+    let if_new: Vec<StoredMessage> = if_new
+        .into_iter()
+        .map(|m| StoredMessage::new(&stamp(m)))
+        .collect();
+    let mut messages: Vec<StoredMessage> = Vec::with_capacity(always.len() + 1);
+    messages.extend(always.into_iter().map(|m| StoredMessage::new(&stamp(m))));
     let mut usage = UsageTotals::default();
     if let Some(mut reply) = reply {
         usage = usage_totals(reply.usage.as_ref());
@@ -97,7 +100,7 @@ pub fn build(
         }
         obj.insert("api".into(), reply.api.as_str().into());
         obj.insert("complete".into(), Value::Bool(context.complete));
-        messages.push(message);
+        messages.push(StoredMessage::new(&message));
     }
     Turn {
         id: String::new(),

@@ -10,18 +10,17 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use serde_json::Value;
 
 use super::{
     MessageRange, Messages, Retention, Scope, SessionEntry, SessionInfo, SessionPage, Store,
-    StoreError, StoreHealth, StoreKind, Turn,
+    StoreError, StoreHealth, StoreKind, StoredMessage, Turn,
 };
 use crate::session::SessionId;
 use crate::tenant::Tenant;
 
 #[derive(Debug)]
 struct Session {
-    messages: Vec<Value>,
+    messages: Vec<StoredMessage>,
     info: SessionInfo,
     /// History expires `history_ttl` after the last write, as in Redis.
     expires: Instant,
@@ -150,7 +149,10 @@ impl Store for MemoryStore {
                 }
             };
             Some(Messages {
-                messages: all[start..end].to_vec(),
+                messages: all[start..end]
+                    .iter()
+                    .map(StoredMessage::to_value)
+                    .collect(),
                 first_index: start,
                 total,
             })

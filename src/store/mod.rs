@@ -79,12 +79,42 @@ pub struct Turn {
     pub id: String,
     /// Messages that go first, and only when the session is new (its
     /// system prompt); deciding it in the append itself saves a round trip.
-    pub if_new: Vec<Value>,
-    pub messages: Vec<Value>,
+    pub if_new: Vec<StoredMessage>,
+    pub messages: Vec<StoredMessage>,
     pub usage: UsageTotals,
     pub model: Option<String>,
     /// Wall-clock time of the write, in milliseconds since the epoch.
     pub at_ms: u64,
+}
+
+/// A message as stored: its JSON, serialized once by the recorder beside
+/// its response, so that the one history writer task only copies bytes
+/// into its batch (serializing there made it the bottleneck of a busy
+/// replica), and the embedded store keeps compact text, not `Value` trees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage(bytes::Bytes);
+
+impl StoredMessage {
+    pub fn new(message: &Value) -> Self {
+        // `to_vec` writes straight from the serializer; `to_string` would go
+        // through `fmt`.
+        StoredMessage(serde_json::to_vec(message).unwrap_or_default().into())
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The message as a JSON value again (what the history routes return).
+    pub fn to_value(&self) -> Value {
+        serde_json::from_slice(&self.0).unwrap_or(Value::Null)
+    }
+}
+
+impl From<Value> for StoredMessage {
+    fn from(message: Value) -> Self {
+        StoredMessage::new(&message)
+    }
 }
 
 /// Which messages of a session to read.
