@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::history::{KEY, conversation, get, wait_for_messages};
+use common::history::{KEY, conversation, get, metrics, wait_for_messages};
 use common::{MockUpstream, RedisServer, Tether, client, mock_upstream};
 use serde_json::{Value, json};
 use tether::config::RawSettings;
@@ -273,15 +273,7 @@ async fn what_cannot_be_parsed_or_is_declined_is_forwarded_and_not_recorded() {
         let (status, _) = get(&tether, KEY, &format!("/history/{session}")).await;
         assert_eq!(status, 404, "{session} was not recorded");
     }
-    let metrics = client()
-        .get(tether.url("/tether/metrics"))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&tether, KEY).await;
     assert!(
         metrics.contains("tether_recording_skipped_total{reason=\"invalid_json\"} 1"),
         "{metrics}"
@@ -321,15 +313,7 @@ async fn a_reply_larger_than_the_recording_limit_reaches_the_client_whole_and_is
         assert_eq!(stored[0]["content"], "a long answer, please");
         assert_eq!(stored[1]["role"], "assistant");
         assert_eq!(stored[1]["complete"], false, "{}", stored[1]);
-        let metrics = client()
-            .get(tether.url("/tether/metrics"))
-            .bearer_auth(KEY)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = metrics(&tether, KEY).await;
         assert!(
             metrics.contains("tether_recording_incomplete_total{reason=\"too_large\"} 1"),
             "{metrics}"

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::history::{KEY, get};
+use common::history::{KEY, get, metrics};
 use common::{MockUpstream, Tether, chat_body, client};
 use serde_json::json;
 
@@ -54,15 +54,7 @@ async fn bodies_that_cannot_be_recorded_are_forwarded_and_counted() {
     }
     let (status, _) = get(&tether, KEY, "/history/hostile").await;
     assert_eq!(status, 404, "neither was recorded");
-    let metrics = client()
-        .get(tether.url("/tether/metrics"))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&tether, KEY).await;
     assert!(
         metrics.contains("tether_recording_skipped_total{reason=\"invalid_json\"} 2"),
         "{metrics}"

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::history::{KEY, get, user_turn, wait_for_messages};
+use common::history::{KEY, get, metric, user_turn, wait_for_messages};
 use common::{MockUpstream, RedisServer, Tether, client, mock_upstream};
 use serde_json::json;
 
@@ -20,22 +20,6 @@ async fn turn(tether: &Tether, session: &str, text: &str) -> u16 {
         "the stream is whole: {body}"
     );
     status
-}
-
-async fn metric(tether: &Tether, name: &str) -> u64 {
-    let text = client()
-        .get(tether.url("/tether/metrics"))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::test]
@@ -82,7 +66,7 @@ async fn history_written_while_redis_is_down_is_flushed_in_order_when_it_returns
         "flushed in order"
     );
     assert_eq!(
-        metric(&tether, "tether_history_dropped_total").await,
+        metric(&tether, KEY, "tether_history_dropped_total").await,
         0,
         "nothing lost"
     );
@@ -107,11 +91,14 @@ async fn what_overflows_the_queue_is_counted_not_silently_lost() {
     }
     // The writer holds one turn while it retries; two more wait in the queue.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while metric(&tether, "tether_history_dropped_total").await < 3 {
+    while metric(&tether, KEY, "tether_history_dropped_total").await < 3 {
         assert!(Instant::now() < deadline, "drops are counted");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(metric(&tether, "tether_history_dropped_total").await, 3);
+    assert_eq!(
+        metric(&tether, KEY, "tether_history_dropped_total").await,
+        3
+    );
     redis.restart();
     let stored = wait_for_messages(&tether, KEY, "overflow", 6).await;
     let questions: Vec<_> = stored

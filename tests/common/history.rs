@@ -26,6 +26,26 @@ pub async fn get(tether: &Tether, key: &str, path: &str) -> (u16, Value) {
     )
 }
 
+/// The Prometheus text of `/tether/metrics`, read with `key`.
+pub async fn metrics(tether: &Tether, key: &str) -> String {
+    let (status, body) = get(tether, key, "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    match body {
+        Value::String(text) => text,
+        other => panic!("metrics are text, not {other}"),
+    }
+}
+
+/// The value of the first metric line that starts with `name` (0 when none).
+pub async fn metric(tether: &Tether, key: &str, name: &str) -> u64 {
+    metrics(tether, key)
+        .await
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Polls the session's history until it holds `count` messages (recording
 /// is asynchronous: it lands milliseconds after the response ends).
 pub async fn wait_for_messages(
