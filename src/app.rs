@@ -51,7 +51,11 @@ impl App {
             metrics.detached_streams.clone(),
         ));
         if let Some(checkpoints) = &stores.checkpoints {
-            crate::stream::cancels::spawn(checkpoints.clone(), Arc::downgrade(&streams));
+            crate::stream::cancels::spawn(
+                checkpoints.clone(),
+                Arc::downgrade(&streams),
+                streams.control_link(),
+            );
         }
         let history = Arc::new(HistoryWriter::spawn(
             stores.history.clone(),

@@ -182,6 +182,7 @@ pub fn forward_recorded<'a>(
                     store,
                     hub.clone(),
                     writer_settings(app),
+                    app.streams.control_link(),
                     app.metrics.clone(),
                 );
                 app.tracker.spawn(writer);

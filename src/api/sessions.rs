@@ -8,7 +8,8 @@ use super::{ApiError, Caller, Query, json, no_session, session_of, timestamp};
 use crate::app::App;
 use crate::body::Body;
 use crate::session::SessionId;
-use crate::store::StreamState;
+use crate::store::{StreamState, now_ms};
+use crate::tenant::Tenant;
 
 /// Page size when `limit` is not given, and the largest one accepted.
 const DEFAULT_PAGE: usize = 50;
@@ -66,13 +67,7 @@ pub async fn info(
         .session_info(&tenant, &id)
         .await?
         .ok_or_else(|| no_session(&id))?;
-    // The embedded store keeps no stream pointer; this replica's hubs know.
-    let active_stream = info.active_stream.or_else(|| {
-        app.streams
-            .latest_of(&tenant, id.as_str())
-            .filter(|hub| hub.state() == StreamState::Active)
-            .map(|hub| hub.id.clone())
-    });
+    let active_stream = active_stream(app, &tenant, &id, info.last_stream).await;
     Ok(json(
         StatusCode::OK,
         &json!({
@@ -85,4 +80,36 @@ pub async fn info(
             "active_stream": active_stream.map_or(Value::Null, Value::from),
         }),
     ))
+}
+
+/// The session's stream that is still being answered, if any: this
+/// replica's hubs know theirs; Redis knows the session's latest stream, and
+/// its record (state and heartbeat) says whether it is still active. The
+/// session keeps no "active" pointer: clearing one would cost a script per
+/// stream, and it would stay set forever for a stream whose replica died.
+async fn active_stream(
+    app: &App,
+    tenant: &Tenant,
+    session: &SessionId,
+    last_stream: Option<String>,
+) -> Option<String> {
+    if let Some(hub) = app.streams.latest_of(tenant, session.as_str())
+        && hub.state() == StreamState::Active
+    {
+        return Some(hub.id.clone());
+    }
+    let (id, store) = (last_stream?, app.checkpoints.as_ref()?);
+    match store.stream_record(&id).await {
+        Ok(Some(record))
+            if record.effective_state(now_ms(), app.settings.streams.idle_timeout)
+                == StreamState::Active =>
+        {
+            Some(id)
+        }
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(session = %session.as_str(), error = %e, "cannot read the session's latest stream");
+            None
+        }
+    }
 }

@@ -59,8 +59,9 @@ pub struct StreamRecord {
     /// Data events checkpointed so far.
     pub events: u64,
     pub created_ms: u64,
-    /// Refreshed by the owning replica while the stream is active; a stream
-    /// whose heartbeat lapses is reported `interrupted`.
+    /// Refreshed by the owning replica while the stream is active (by its
+    /// heartbeat, or by the time of its latest batch, whichever is later); a
+    /// stream whose heartbeat lapses is reported `interrupted`.
     pub heartbeat_ms: u64,
 }
 
@@ -106,7 +107,7 @@ pub struct Checkpointed {
 /// Where another replica reads what this one streams.
 #[async_trait]
 pub trait CheckpointStore: Send + Sync + 'static {
-    /// Writes a new stream's record and marks it the session's active stream.
+    /// Writes a new stream's record and makes it the session's latest stream.
     async fn open_stream(
         &self,
         record: &StreamRecord,
@@ -115,7 +116,8 @@ pub trait CheckpointStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// Appends a batch (one command; the first batch also gives the events
-    /// the record's `ttl`).
+    /// the record's `ttl`). The batch carries the time it was written, which
+    /// readers take as a heartbeat.
     async fn append_events(
         &self,
         id: &str,
@@ -123,9 +125,18 @@ pub trait CheckpointStore: Send + Sync + 'static {
         ttl: Duration,
     ) -> Result<(), StoreError>;
 
-    /// Refreshes the heartbeat and the event count; true when a cancel was requested.
-    async fn heartbeat(&self, id: &str, heartbeat_ms: u64, events: u64)
-    -> Result<bool, StoreError>;
+    /// Refreshes the heartbeat and the event count; with `poll_cancel`, also
+    /// looks for a cancel request (true when there is one).
+    async fn heartbeat(
+        &self,
+        id: &str,
+        heartbeat_ms: u64,
+        events: u64,
+        poll_cancel: bool,
+    ) -> Result<bool, StoreError>;
+
+    /// True when a cancel was requested for the stream (the owner missed its broadcast).
+    async fn cancel_requested(&self, id: &str) -> Result<bool, StoreError>;
 
     /// Writes the last batch (if any, numbered up to `record.events`), the
     /// trailing bytes and the final state, in one round trip where the
@@ -163,7 +174,7 @@ pub trait CheckpointStore: Send + Sync + 'static {
     /// reader on another replica is about to follow it).
     async fn request_flush(&self, id: &str) -> Result<(), StoreError>;
 
-    /// The session's active stream, else its last one.
+    /// The session's latest stream (the route asks its record for its state).
     async fn session_stream(
         &self,
         tenant: &Tenant,

@@ -147,7 +147,9 @@ pub struct SessionInfo {
     pub last_message_ms: u64,
     pub models: Vec<String>,
     pub usage: UsageTotals,
-    pub active_stream: Option<String>,
+    /// The session's latest recorded stream (Redis only), whatever its state:
+    /// the route asks the stream's record whether it is still active.
+    pub last_stream: Option<String>,
 }
 
 /// One row of a session listing.

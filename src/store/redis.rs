@@ -496,7 +496,7 @@ impl Store for RedisStore {
                 completion_tokens: number("completion_tokens"),
                 total_tokens: number("total_tokens"),
             },
-            active_stream: meta.get("active_stream").cloned(),
+            last_stream: meta.get("last_stream").cloned(),
         }))
     }
 

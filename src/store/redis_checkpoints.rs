@@ -13,7 +13,6 @@ use bytes::Bytes;
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 
-use super::StoreError;
 use super::checkpoints::{
     CheckpointStore, Checkpointed, Control, ControlRequests, EventBatch, EventsRead, Follower,
     StreamRecord, StreamState,
@@ -21,16 +20,13 @@ use super::checkpoints::{
 use super::keys::Key;
 use super::redis::RedisStore;
 use super::redis_conn::Nodes;
+use super::{StoreError, now_ms};
 use crate::session::SessionId;
 use crate::tenant::Tenant;
 
-/// Clears a session's `active_stream` if it names the stream ARGV[1]. Sent
-/// with EVAL (Redis caches it) so that it can ride in a pipeline without a
-/// NOSCRIPT round trip.
-const CLEAR_ACTIVE_STREAM: &str = "if redis.call('HGET', KEYS[1], 'active_stream') == ARGV[1] then redis.call('HDEL', KEYS[1], 'active_stream') end return 0";
-
 /// Adds one batch's XADD: entry `{first}-1` with the first event's number,
-/// the events' lengths and their bytes end to end.
+/// the time it was written (`at`, ms: the owner's heartbeat while batches
+/// flow), the events' lengths and their bytes end to end.
 fn add_batch(pipe: &mut redis::Pipeline, events_key: &str, batch: &EventBatch) {
     let lens: Vec<String> = batch.events.iter().map(|e| e.len().to_string()).collect();
     let data: Vec<u8> = batch
@@ -43,6 +39,8 @@ fn add_batch(pipe: &mut redis::Pipeline, events_key: &str, batch: &EventBatch) {
         .arg(format!("{}-1", batch.first))
         .arg("n")
         .arg(batch.first)
+        .arg("at")
+        .arg(now_ms())
         .arg("lens")
         .arg(lens.join(","))
         .arg("d")
@@ -93,13 +91,10 @@ impl CheckpointStore for RedisStore {
                 self.timed(pipe.query_async::<()>(&mut conn)).await?;
                 pipe = redis::pipe();
             }
-            pipe.hset_multiple(
-                &session_meta,
-                &[("active_stream", &record.id), ("last_stream", &record.id)],
-            )
-            .ignore()
-            .expire(&session_meta, history_ttl.as_secs() as i64)
-            .ignore();
+            pipe.hset(&session_meta, "last_stream", &record.id)
+                .ignore()
+                .expire(&session_meta, history_ttl.as_secs() as i64)
+                .ignore();
         }
         self.timed(pipe.query_async::<()>(&mut conn)).await
     }
@@ -126,14 +121,35 @@ impl CheckpointStore for RedisStore {
         id: &str,
         heartbeat_ms: u64,
         events: u64,
+        poll_cancel: bool,
     ) -> Result<bool, StoreError> {
         let meta = Key::StreamMeta(id).to_redis();
         let mut pipe = redis::pipe();
         pipe.hset_multiple(&meta, &[("heartbeat_ms", heartbeat_ms), ("events", events)])
-            .ignore()
-            .hget(&meta, "cancel");
+            .ignore();
+        if !poll_cancel {
+            let mut conn = self.conn.clone();
+            return self
+                .timed(pipe.query_async::<()>(&mut conn))
+                .await
+                .map(|()| false);
+        }
+        pipe.hget(&meta, "cancel");
         let mut conn = self.conn.clone();
         let (cancel,): (Option<String>,) = self.timed(pipe.query_async(&mut conn)).await?;
+        Ok(cancel.is_some())
+    }
+
+    async fn cancel_requested(&self, id: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let cancel: Option<String> = self
+            .timed(
+                redis::cmd("HGET")
+                    .arg(Key::StreamMeta(id).to_redis())
+                    .arg("cancel")
+                    .query_async(&mut conn),
+            )
+            .await?;
         Ok(cancel.is_some())
     }
 
@@ -173,20 +189,6 @@ impl CheckpointStore for RedisStore {
         .expire(&events_key, retention)
         .ignore();
         let mut conn = self.conn.clone();
-        if let Ok(session) = SessionId::parse(&record.session) {
-            if self.is_cluster() {
-                self.timed(pipe.query_async::<()>(&mut conn)).await?;
-                pipe = redis::pipe();
-            }
-            // The session's pointer goes only if it still names this stream
-            // (a newer stream of the session may have taken it).
-            pipe.cmd("EVAL")
-                .arg(CLEAR_ACTIVE_STREAM)
-                .arg(1)
-                .arg(Key::SessionMeta(&record.tenant, &session).to_redis())
-                .arg(&record.id)
-                .ignore();
-        }
         self.timed(pipe.query_async::<()>(&mut conn)).await
     }
 
@@ -232,7 +234,10 @@ impl CheckpointStore for RedisStore {
                 .ok_or_else(|| corrupt("state"))?,
             events: number("events").max(last_batch_end),
             created_ms: number("created_ms"),
-            heartbeat_ms: number("heartbeat_ms"),
+            heartbeat_ms: number("heartbeat_ms").max(
+                last.first()
+                    .map_or(0, |(_, flat)| number_field(flat, b"at").unwrap_or(0)),
+            ),
         }))
     }
 
@@ -405,23 +410,25 @@ impl CheckpointStore for RedisStore {
         };
         let key = Key::SessionMeta(tenant, &session).to_redis();
         let mut conn = self.conn.clone();
-        let (active, last): (Option<String>, Option<String>) = self
-            .timed(
-                redis::cmd("HMGET")
-                    .arg(&key)
-                    .arg("active_stream")
-                    .arg("last_stream")
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(active.or(last))
+        self.timed(
+            redis::cmd("HGET")
+                .arg(&key)
+                .arg("last_stream")
+                .query_async(&mut conn),
+        )
+        .await
     }
 }
 
 /// The first event number of a batch entry (`None` for the tail entry).
 fn batch_first(flat: &[Vec<u8>]) -> Option<u64> {
-    let n = flat.chunks(2).find(|kv| kv[0] == b"n")?.get(1)?;
-    std::str::from_utf8(n).ok()?.parse().ok()
+    number_field(flat, b"n")
+}
+
+/// A numeric field of an entry.
+fn number_field(flat: &[Vec<u8>], name: &[u8]) -> Option<u64> {
+    let value = flat.chunks(2).find(|kv| kv[0] == name)?.get(1)?;
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 /// Adds an entry's events numbered `from` or later (and its tail) to the output.

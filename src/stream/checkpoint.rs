@@ -3,9 +3,14 @@
 //! can resume it. It follows the hub rather than a queue of its own: every
 //! `streams.checkpoint_interval_ms` (and at once when the stream ends) it
 //! writes whatever the hub holds past what is already checkpointed, in
-//! batches (one XADD each) of at most `streams.checkpoint_max_events`. The
-//! heartbeat (with the event count, and a look for a missed cancel request)
-//! goes out every third of `streams.idle_timeout_secs`.
+//! batches (one XADD each) of at most `streams.checkpoint_max_events`.
+//!
+//! Every third of `streams.idle_timeout_secs` the owner shows it is alive
+//! and looks for a cancel request it may have missed, each only when
+//! needed: a batch written since the last beat is itself a heartbeat (each
+//! batch carries its time), and a replica whose subscription to cancel
+//! broadcasts has not broken since the stream began has missed none. A
+//! stream that flows costs its batches and nothing else.
 //!
 //! The writer never slows the stream: it reads the hub, which the recorder
 //! fills without waiting. When the store is slow or away, the checkpoints
@@ -19,6 +24,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, MissedTickBehavior};
 
+use super::cancels::ControlLink;
 use super::hub::Hub;
 use crate::metrics::Metrics;
 use crate::store::{CheckpointStore, EventBatch, StoreError, StreamRecord, StreamState, now_ms};
@@ -41,9 +47,13 @@ pub async fn run(
     store: Arc<dyn CheckpointStore>,
     hub: Arc<Hub>,
     settings: WriterSettings,
+    control: Arc<ControlLink>,
     metrics: Arc<Metrics>,
 ) {
     let mut writer = Writer {
+        control_mark: control.mark(),
+        control,
+        batch_since_beat: false,
         record: StreamRecord {
             id: hub.id.clone(),
             tenant: hub.tenant.clone(),
@@ -112,6 +122,12 @@ struct Writer {
     resync: bool,
     /// The trailing bytes are stored (found by a resync).
     tail_written: bool,
+    control: Arc<ControlLink>,
+    /// Cancel requests broadcast since this mark have all been heard if the
+    /// link has not broken since.
+    control_mark: u64,
+    /// A batch went out since the last heartbeat (and stands for one).
+    batch_since_beat: bool,
 }
 
 impl Writer {
@@ -152,6 +168,7 @@ impl Writer {
                 .await?;
             self.record.events += chunk.len() as u64;
             self.metrics.checkpointed_events.inc_by(chunk.len() as u64);
+            self.batch_since_beat = true;
         }
         if closing {
             let last = last.map(|chunk| EventBatch {
@@ -173,11 +190,23 @@ impl Writer {
         }
         if last_beat.elapsed() >= self.settings.heartbeat {
             *last_beat = Instant::now();
-            if self
-                .store
-                .heartbeat(&self.hub.id, now_ms(), self.record.events)
-                .await?
-            {
+            let beat = !std::mem::take(&mut self.batch_since_beat);
+            // Marked before asking: a break after the mark is seen next time.
+            let mark = self.control.mark();
+            let poll = !self.control.unbroken_since(self.control_mark);
+            let cancel = if beat {
+                self.store
+                    .heartbeat(&self.hub.id, now_ms(), self.record.events, poll)
+                    .await?
+            } else if poll {
+                self.store.cancel_requested(&self.hub.id).await?
+            } else {
+                false
+            };
+            if poll {
+                self.control_mark = mark;
+            }
+            if cancel {
                 self.hub.cancel();
             }
         }

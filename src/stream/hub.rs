@@ -13,6 +13,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::cancels::ControlLink;
+
 use crate::session::SessionId;
 use crate::store::StreamState;
 use crate::tenant::Tenant;
@@ -157,6 +159,7 @@ pub struct Registry {
     last_sweep: Mutex<Instant>,
     retention: Duration,
     detached: Arc<Detached>,
+    control: Arc<ControlLink>,
 }
 
 impl Registry {
@@ -167,7 +170,13 @@ impl Registry {
             last_sweep: Mutex::new(Instant::now()),
             retention,
             detached: Arc::new(Detached::new(max_detached, detached_gauge)),
+            control: Arc::default(),
         }
+    }
+
+    /// The state of this replica's subscription to control requests.
+    pub fn control_link(&self) -> Arc<ControlLink> {
+        self.control.clone()
     }
 
     pub fn insert(&self, hub: Arc<Hub>) {
