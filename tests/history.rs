@@ -7,26 +7,10 @@ mod common;
 use std::time::Duration;
 
 use common::history::{KEY, conversation, get, metrics, wait_for_messages};
-use common::{MockUpstream, RedisServer, Tether, client, mock_upstream};
+use common::{MockUpstream, Tether, both_stores, client, mock_upstream};
 use serde_json::{Value, json};
-use tether::config::RawSettings;
 
 /// A tether on each store kind: the embedded one and a real redis-server.
-async fn both_stores(
-    mock: &MockUpstream,
-    tweak: impl Fn(&mut RawSettings),
-) -> Vec<(Tether, Option<RedisServer>)> {
-    let memory = Tether::start_with(&mock.url(), &tweak).await;
-    let redis = RedisServer::start();
-    let url = redis.url();
-    let on_redis = Tether::start_with(&mock.url(), |s| {
-        tweak(s);
-        s.redis.url = url;
-    })
-    .await;
-    vec![(memory, None), (on_redis, Some(redis))]
-}
-
 async fn chat(
     tether: &Tether,
     key: &str,
@@ -48,7 +32,7 @@ async fn chat(
 #[tokio::test]
 async fn a_ten_turn_conversation_is_stored_as_its_21_messages() {
     let mock = MockUpstream::start().await;
-    for (tether, _redis) in both_stores(&mock, |_| {}).await {
+    for (tether, _redis) in both_stores(&mock.url(), |_| {}).await {
         let mut messages = vec![json!({"role": "system", "content": "You are terse."})];
         for turn in 0..10 {
             messages.push(json!({"role": "user", "content": format!("question {turn}")}));
@@ -288,7 +272,7 @@ async fn what_cannot_be_parsed_or_is_declined_is_forwarded_and_not_recorded() {
 async fn a_reply_larger_than_the_recording_limit_reaches_the_client_whole_and_is_stored_as_incomplete()
  {
     let mock = MockUpstream::start().await;
-    for (tether, _redis) in both_stores(&mock, |s| s.record.max_response_bytes = 4096).await {
+    for (tether, _redis) in both_stores(&mock.url(), |s| s.record.max_response_bytes = 4096).await {
         let question = json!([{"role": "user", "content": "a long answer, please"}]);
         let response = client()
             .post(tether.url("/v1/chat/completions"))

@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::history::{KEY, get, metrics};
-use common::{MockUpstream, Tether, chat_body, client};
+use common::{MockUpstream, Tether, both_stores, chat_body, client};
 use serde_json::json;
 
 /// Sends raw bytes on a fresh connection and returns what came back.
@@ -64,31 +64,37 @@ async fn bodies_that_cannot_be_recorded_are_forwarded_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_huge_conversation_within_the_limit_is_recorded_whole() {
     let mock = MockUpstream::start().await;
-    let tether = Tether::start(&mock.url()).await;
-    let messages: Vec<_> = (0..20_000)
-        .map(|i| json!({"role": "user", "content": format!("m{i}")}))
-        .collect();
-    let response = client()
-        .post(tether.url("/v1/chat/completions"))
-        .bearer_auth(KEY)
-        .header("x-session-id", "huge")
-        .json(&json!({"model": "m", "messages": messages}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, page) = get(&tether, KEY, "/history/huge?limit=1&cursor=19999").await;
-        if status == 200 && page["message_count"] == 20_001 {
-            assert_eq!(page["messages"][0]["content"], "m19999");
-            break;
+    for (tether, _redis) in both_stores(&mock.url(), |_| {}).await {
+        let messages: Vec<_> = (0..20_000)
+            .map(|i| json!({"role": "user", "content": format!("m{i}")}))
+            .collect();
+        let response = client()
+            .post(tether.url("/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .header("x-session-id", "huge")
+            .json(&json!({"model": "m", "messages": messages}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, page) = get(&tether, KEY, "/history/huge?limit=1&cursor=19999").await;
+            if status == 200 && page["message_count"] == 20_001 {
+                assert_eq!(page["messages"][0]["content"], "m19999");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the huge turn was never stored: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the huge turn was never stored: {status}"
+        let (_, first) = get(&tether, KEY, "/history/huge?limit=2").await;
+        assert_eq!(
+            first["messages"][0]["content"], "m0",
+            "in order from the first"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

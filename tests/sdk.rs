@@ -10,18 +10,10 @@ mod common;
 
 use common::history::{KEY, conversation, wait_for_messages};
 use common::sdk::run_sdk;
-use common::{MockUpstream, RedisServer, Tether, mock_upstream};
+use common::{MockUpstream, RedisServer, Tether, both_stores, mock_upstream};
 use serde_json::{Value, json};
 
 /// A tether on each store kind: the embedded one and a real redis-server.
-async fn both_stores(mock: &MockUpstream) -> Vec<(Tether, Option<RedisServer>)> {
-    let memory = Tether::start(&mock.url()).await;
-    let redis = RedisServer::start();
-    let url = redis.url();
-    let on_redis = Tether::start_with(&mock.url(), |s| s.redis.url = url).await;
-    vec![(memory, None), (on_redis, Some(redis))]
-}
-
 fn store_name(redis: &Option<RedisServer>) -> &'static str {
     if redis.is_some() { "redis" } else { "memory" }
 }
@@ -123,7 +115,7 @@ fn expected_tool_calls(fixture: &str) -> Value {
 #[tokio::test]
 async fn a_streamed_chat_with_the_session_in_the_base_url_is_stored_as_the_sdk_saw_it() {
     let mock = MockUpstream::start().await;
-    for (tether, redis) in both_stores(&mock).await {
+    for (tether, redis) in both_stores(&mock.url(), |_| {}).await {
         let store = store_name(&redis);
         let sdk = run_sdk("chat_stream.py", &tether, "sdk-chat-stream").await;
         let seen = sdk_messages(&sdk);
@@ -153,7 +145,7 @@ async fn a_streamed_chat_with_the_session_in_the_base_url_is_stored_as_the_sdk_s
 #[tokio::test]
 async fn a_non_streamed_chat_with_the_session_in_a_default_header_is_stored_as_the_sdk_saw_it() {
     let mock = MockUpstream::start().await;
-    for (tether, redis) in both_stores(&mock).await {
+    for (tether, redis) in both_stores(&mock.url(), |_| {}).await {
         let store = store_name(&redis);
         let sdk = run_sdk("chat_nonstream.py", &tether, "sdk-chat-plain").await;
         let seen = sdk_messages(&sdk);
@@ -180,7 +172,7 @@ async fn a_non_streamed_chat_with_the_session_in_a_default_header_is_stored_as_t
 async fn a_streamed_tool_call_round_trip_is_stored_with_the_tool_calls_the_sdk_accumulated() {
     let mock = MockUpstream::start().await;
     let fixture = "openai-chat-parallel_tools-1.sse";
-    for (tether, redis) in both_stores(&mock).await {
+    for (tether, redis) in both_stores(&mock.url(), |_| {}).await {
         let store = store_name(&redis);
         let sdk = run_sdk("chat_tools.py", &tether, "sdk-chat-tools").await;
         let seen = sdk_messages(&sdk);
@@ -223,7 +215,7 @@ async fn a_streamed_responses_turn_is_stored_as_the_text_the_sdk_assembled() {
     let mock = MockUpstream::start().await;
     let fixture = "openai-responses-text-1.sse";
     let want = expected(fixture);
-    for (tether, redis) in both_stores(&mock).await {
+    for (tether, redis) in both_stores(&mock.url(), |_| {}).await {
         let store = store_name(&redis);
         let sdk = run_sdk("responses_stream.py", &tether, "sdk-responses-stream").await;
         let reply = &replies(&sdk)[0];
@@ -260,7 +252,7 @@ async fn a_streamed_responses_turn_is_stored_as_the_text_the_sdk_assembled() {
 async fn a_responses_function_call_round_trip_is_stored_as_the_sdk_saw_it() {
     let mock = MockUpstream::start().await;
     let fixture = "openai-responses-function_call-1.sse";
-    for (tether, redis) in both_stores(&mock).await {
+    for (tether, redis) in both_stores(&mock.url(), |_| {}).await {
         let store = store_name(&redis);
         let sdk = run_sdk("responses_tools.py", &tether, "sdk-responses-tools").await;
         let seen = sdk_messages(&sdk);
@@ -288,7 +280,7 @@ async fn a_responses_function_call_round_trip_is_stored_as_the_sdk_saw_it() {
 #[tokio::test]
 async fn a_non_streamed_responses_conversation_is_stored_with_its_instructions() {
     let mock = MockUpstream::start().await;
-    for (tether, redis) in both_stores(&mock).await {
+    for (tether, redis) in both_stores(&mock.url(), |_| {}).await {
         let store = store_name(&redis);
         let sdk = run_sdk("responses_nonstream.py", &tether, "sdk-responses-plain").await;
         let seen = sdk_messages(&sdk);

@@ -15,7 +15,7 @@ pub mod tools;
 
 pub use mock_upstream::MockUpstream;
 pub use redis_server::RedisServer;
-pub use tether::Tether;
+pub use tether::{Tether, both_stores};
 
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {

@@ -67,6 +67,24 @@ impl Tether {
     }
 }
 
+/// tether on the embedded store, then on a real Redis of its own (kept
+/// alive beside it), both configured by `tweak`: tests that must hold on
+/// both stores loop over them.
+pub async fn both_stores(
+    upstream: &str,
+    tweak: impl Fn(&mut RawSettings),
+) -> Vec<(Tether, Option<super::RedisServer>)> {
+    let memory = Tether::start_with(upstream, &tweak).await;
+    let redis = super::RedisServer::start();
+    let url = redis.url();
+    let on_redis = Tether::start_with(upstream, |s| {
+        tweak(s);
+        s.redis.url = url;
+    })
+    .await;
+    vec![(memory, None), (on_redis, Some(redis))]
+}
+
 impl Drop for Tether {
     fn drop(&mut self) {
         if let Some(task) = &self.task {
