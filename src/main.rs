@@ -15,7 +15,9 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// mimalloc: per-thread free lists and no arena lock on the hot path, where
-/// glibc's malloc took about a fifth of the request path's samples.
+/// glibc's malloc took about a fifth of the request path's samples. Built
+/// without transparent huge pages (`no_thp`): with them, RSS per open
+/// stream was 40% higher for no CPU gain.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
