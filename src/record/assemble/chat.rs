@@ -26,7 +26,9 @@ struct ChoiceState {
 #[derive(Debug)]
 pub(super) struct ChatFold {
     api: Api,
-    choices: BTreeMap<u64, ChoiceState>,
+    /// Boxed: a map node has room for 11 entries, and nearly every stream
+    /// has one choice (unboxed, 2.4 KiB per stream for it).
+    choices: BTreeMap<u64, Box<ChoiceState>>,
     id: Option<String>,
     model: Option<String>,
     usage: Option<Value>,
