@@ -4,6 +4,7 @@
 //! - [`config`]: settings, layered from defaults, file, environment and flags.
 //! - [`server`]: the listener, graceful shutdown, and the one dispatch between
 //!   tether's own routes and the proxy.
+//! - [`connection`]: one accepted connection: which HTTP it speaks, its graceful end.
 //! - [`proxy`]: forwarding to the upstream: client, header rules, body limits, errors.
 //! - [`capture`]: requests on recorded paths: read, forward, tee into a recorder.
 //! - [`stream`]: the tee on a recorded response body.
@@ -23,6 +24,7 @@ pub mod app;
 pub mod body;
 pub mod capture;
 pub mod config;
+pub mod connection;
 pub mod error;
 pub mod metrics;
 pub mod proxy;

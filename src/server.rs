@@ -16,7 +16,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
@@ -25,6 +24,7 @@ use crate::access_log::{AccessLog, LoggedBody, RouteClass};
 use crate::app::App;
 use crate::body::Body;
 use crate::capture;
+use crate::connection::{self, Drain, Protocol};
 use crate::proxy::{ProxyError, UpstreamTiming};
 use crate::record::Api;
 use crate::session::{SessionId, has_dot_segments, split_session_prefix};
@@ -33,8 +33,8 @@ use crate::session::{SessionId, has_dot_segments, split_session_prefix};
 /// accepting, lets in-flight requests and streams finish for up to
 /// `server.shutdown_grace_secs`, waits for background work, and returns.
 pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
-    let builder = connection_builder(&app);
-    let graceful = GracefulShutdown::new();
+    let builders = Arc::new(Builders::new(&app));
+    let drain = Drain::new();
     let permits = Arc::new(Semaphore::new(app.settings.server.max_connections));
     tokio::pin!(shutdown);
 
@@ -58,14 +58,34 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let service = service_fn(move |req| handle(app.clone(), req, remote));
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (builders, stop) = (builders.clone(), drain.watcher());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            let Some(protocol) =
+                connection::sniff(&stream, app.settings.server.header_read_timeout).await
+            else {
+                return;
+            };
+            let service = service_fn(move |req| handle(app.clone(), req, remote));
+            let io = TokioIo::new(stream);
+            let ended = match protocol {
+                Protocol::Http1 => {
+                    let conn = builders.http1.serve_connection(io, service).with_upgrades();
+                    connection::serve(conn, stop)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                Protocol::Undecided => {
+                    let conn = builders
+                        .auto
+                        .serve_connection_with_upgrades(io, service)
+                        .into_owned();
+                    connection::serve(conn, stop)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            };
+            if let Err(error) = ended {
+                tracing::debug!(%remote, %error, "connection ended with an error");
             }
             drop(permit);
         });
@@ -78,10 +98,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         "shutting down: draining connections"
     );
     let deadline = Instant::now() + grace;
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, drain.shutdown()).await.is_err() {
         tracing::warn!("grace period over with connections still open; closing them");
     }
     app.tracker.close();
@@ -99,14 +116,27 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
     tracing::info!("shut down");
 }
 
-fn connection_builder(app: &App) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(app.settings.server.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
-    builder
+/// hyper's HTTP/1 server for connections that are plainly HTTP/1, and the
+/// auto builder (HTTP/1 or HTTP/2) for those that might be HTTP/2.
+struct Builders {
+    http1: hyper::server::conn::http1::Builder,
+    auto: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(app: &App) -> Builders {
+        let header_read_timeout = app.settings.server.header_read_timeout;
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout);
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        auto.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout);
+        auto.http2().timer(TokioTimer::new());
+        Builders { http1, auto }
+    }
 }
 
 /// Routes one request and wraps its response body in the access log.
