@@ -119,11 +119,13 @@ where
 }
 
 /// Serves `conn` to its end; once `stop` fires, asks it to finish and close.
-pub async fn serve<C, E>(conn: C, mut stop: watch::Receiver<()>) -> Result<(), E>
+/// Boxed: a connection's state is most of what an open connection costs
+/// beyond its buffers, and held by value it would sit in this future and in
+/// its task's both.
+pub async fn serve<C, E>(mut conn: Pin<Box<C>>, mut stop: watch::Receiver<()>) -> Result<(), E>
 where
     C: GracefulStop + Future<Output = Result<(), E>>,
 {
-    tokio::pin!(conn);
     tokio::select! {
         result = conn.as_mut() => return result,
         // Sent, or the drain is gone: either way, time to finish.

@@ -60,9 +60,8 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         let app = app.clone();
         let (builders, stop) = (builders.clone(), drain.watcher());
         tokio::spawn(async move {
-            let Some(protocol) =
-                connection::sniff(&stream, app.settings.server.header_read_timeout).await
-            else {
+            let header_read_timeout = app.settings.server.header_read_timeout;
+            let Some(protocol) = connection::sniff(&stream, header_read_timeout).await else {
                 return;
             };
             let service = service_fn(move |req| handle(app.clone(), req, remote));
@@ -70,16 +69,13 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             let ended = match protocol {
                 Protocol::Http1 => {
                     let conn = builders.http1.serve_connection(io, service).with_upgrades();
-                    connection::serve(conn, stop)
+                    connection::serve(Box::pin(conn), stop)
                         .await
                         .map_err(|e| e.to_string())
                 }
                 Protocol::Undecided => {
-                    let conn = builders
-                        .auto
-                        .serve_connection_with_upgrades(io, service)
-                        .into_owned();
-                    connection::serve(conn, stop)
+                    let conn = builders.auto.serve_connection_with_upgrades(io, service);
+                    connection::serve(Box::pin(conn.into_owned()), stop)
                         .await
                         .map_err(|e| e.to_string())
                 }
