@@ -23,6 +23,29 @@ async fn replica(mock: &MockUpstream, redis: &RedisServer) -> Tether {
     .await
 }
 
+/// A replica whose heartbeat period is a third of a second (idle timeout 1 s).
+async fn quick_beating_replica(mock: &MockUpstream, redis: &RedisServer) -> Tether {
+    let url = redis.url();
+    Tether::start_with(&mock.url(), move |s| {
+        s.redis.url = url;
+        s.streams.idle_timeout_secs = 1;
+        s.streams.checkpoint_interval_ms = 50;
+    })
+    .await
+}
+
+/// Waits (3 s at most) until the owner has closed an upstream stream.
+async fn upstream_closed_by_owner(mock: &MockUpstream) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while mock.abandoned_streams().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the owner never closed the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_stream_through_one_replica_resumes_on_the_other() {
     let mock = MockUpstream::start().await;
@@ -279,14 +302,7 @@ async fn a_cancel_through_the_other_replica_reaches_the_owner_at_once() {
         .await
         .expect("the owner ends the client's stream");
     assert!(rest.is_ok(), "with a clean end");
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while mock.abandoned_streams().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the owner never closed the upstream"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    upstream_closed_by_owner(&mock).await;
     assert!(
         mock.abandoned_streams()[0] - asked < Duration::from_secs(1),
         "within a second, not at the next heartbeat"
@@ -414,16 +430,10 @@ async fn checkpoints_written_while_redis_stalled_are_not_written_twice_or_with_g
 async fn a_flowing_stream_needs_no_heartbeat_writes_and_stays_active_elsewhere() {
     let mock = MockUpstream::start().await;
     let redis = RedisServer::start();
-    let upstream = mock.url();
-    let replica = |redis: &RedisServer| {
-        let url = redis.url();
-        Tether::start_with(&upstream, move |s| {
-            s.redis.url = url;
-            s.streams.idle_timeout_secs = 1;
-            s.streams.checkpoint_interval_ms = 50;
-        })
-    };
-    let (a, b) = (replica(&redis).await, replica(&redis).await);
+    let (a, b) = (
+        quick_beating_replica(&mock, &redis).await,
+        quick_beating_replica(&mock, &redis).await,
+    );
     tokio::time::sleep(Duration::from_millis(200)).await; // both subscribed
     let before = write_commands(&redis);
     let mut stream = start_stream(&format!("http://{}", a.addr), "flowing", 150, 20).await;
@@ -461,13 +471,7 @@ async fn a_flowing_stream_needs_no_heartbeat_writes_and_stays_active_elsewhere()
 async fn a_cancel_missed_while_the_subscription_broke_is_found_at_the_next_heartbeat() {
     let mock = MockUpstream::start().await;
     let redis = RedisServer::start();
-    let url = redis.url();
-    let owner = Tether::start_with(&mock.url(), move |s| {
-        s.redis.url = url;
-        s.streams.idle_timeout_secs = 1;
-        s.streams.checkpoint_interval_ms = 50;
-    })
-    .await;
+    let owner = quick_beating_replica(&mock, &redis).await;
     tokio::time::sleep(Duration::from_millis(200)).await; // subscribed
     let mut stream = start_stream(&format!("http://{}", owner.addr), "missed", 500, 20).await;
     let id = stream.headers()["x-stream-id"].to_str().unwrap().to_owned();
@@ -495,14 +499,7 @@ async fn a_cancel_missed_while_the_subscription_broke_is_found_at_the_next_heart
         "cancel found {:?} after the subscription broke",
         broke.elapsed()
     );
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while mock.abandoned_streams().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the owner never closed the upstream"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    upstream_closed_by_owner(&mock).await;
     assert!(
         broke.elapsed() < Duration::from_secs(2),
         "within a heartbeat or two"
