@@ -64,7 +64,10 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             let Some(protocol) = connection::sniff(&stream, header_read_timeout).await else {
                 return;
             };
-            let service = service_fn(move |req| handle(app.clone(), req, remote));
+            // Boxed: hyper keeps its slot for a connection's in-flight
+            // request allocated for the connection's life; boxed, the slot
+            // holds a pointer and the request's state goes when it is answered.
+            let service = service_fn(move |req| Box::pin(handle(app.clone(), req, remote)));
             let io = TokioIo::new(stream);
             let ended = match protocol {
                 Protocol::Http1 => {
@@ -147,9 +150,8 @@ async fn handle(
     let request_id = request_id(req.headers());
     let span =
         tracing::info_span!("request", request_id = %request_id, method = %method, path = %path);
-    // Boxed: hyper keeps the slot of a connection's in-flight request for
-    // the connection's life, so the routes' large state machine would
-    // otherwise cost every open connection ~3 KiB after its answer began.
+    // Boxed: the routes' state machine is large (3 KiB), and this future
+    // lives until the response head is out; the box goes with the routes.
     let (class, result) = Box::pin(dispatch(&app, req, remote.ip()))
         .instrument(span.clone())
         .await;
