@@ -1,8 +1,8 @@
 //! The tee on a recorded response body.
 //!
 //! Frames go to the client exactly as the upstream sent them; a clone of
-//! each data frame (a refcount, not a copy) is offered to the recorder with
-//! `try_send`, so the client never waits on recording. When the recorder
+//! each data frame (a refcount, not a copy) is offered to the recorder
+//! without waiting, so the client never waits on recording. When the recorder
 //! cannot keep up, the recording is marked lossy and recorded as incomplete;
 //! the response itself is untouched.
 //!
@@ -11,6 +11,7 @@
 //! answer): with `streams.on_disconnect = "finish"` a tracked task keeps
 //! reading it to the end, for the recorder only.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,7 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
@@ -56,6 +57,25 @@ struct TapState {
     lossy: AtomicBool,
     /// A collected body outgrew the recorder's limit: its chunks were let go.
     too_large: AtomicBool,
+    /// A live recorder's queue. A deque behind a mutex rather than a tokio
+    /// channel: one chunk or a few wait at a time, and a channel's first
+    /// block (32 slots) and semaphore cost 1.4 KiB per open stream.
+    queue: Mutex<Queue>,
+    /// Told when a chunk is queued or the tap is gone.
+    arrived: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    chunks: VecDeque<Bytes>,
+    /// The tap is gone: nothing more will come.
+    closed: bool,
+}
+
+impl TapState {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Starts the recorder of a collected body once the body has ended.
@@ -69,8 +89,8 @@ pub struct Tap {
 
 enum TapSink {
     /// A live recorder takes every chunk as it arrives (SSE: resumers and
-    /// checkpoints follow the stream).
-    Live(mpsc::Sender<Bytes>),
+    /// checkpoints follow the stream), through `TapState::queue`.
+    Live,
     /// Nobody follows a whole-body response while it arrives: its chunks
     /// (refcounts) are kept here and the recorder starts once, at the end.
     /// That saves a task, a queue and a wake-up per chunk on the busiest
@@ -90,21 +110,20 @@ pub struct Recording {
 }
 
 enum Source {
-    Live(mpsc::Receiver<Bytes>),
+    Live,
     Collected(std::vec::IntoIter<Bytes>),
 }
 
 /// A connected tap and recording, for a recorder that runs beside the body.
 pub fn tap() -> (Tap, Recording) {
-    let (tx, rx) = mpsc::channel(RECORDER_QUEUE_CHUNKS);
     let state = Arc::new(TapState::default());
     (
         Tap {
-            sink: TapSink::Live(tx),
+            sink: TapSink::Live,
             state: state.clone(),
         },
         Recording {
-            source: Source::Live(rx),
+            source: Source::Live,
             state,
         },
     )
@@ -133,7 +152,16 @@ impl Tap {
             return;
         }
         let kept = match &mut self.sink {
-            TapSink::Live(tx) => tx.try_send(data.clone()).is_ok(),
+            TapSink::Live => {
+                let mut queue = self.state.queue();
+                let room = queue.chunks.len() < RECORDER_QUEUE_CHUNKS;
+                if room {
+                    queue.chunks.push_back(data.clone());
+                }
+                drop(queue);
+                self.state.arrived.notify_one();
+                room
+            }
             TapSink::Collect {
                 chunks,
                 bytes,
@@ -157,6 +185,7 @@ impl Tap {
     }
 
     fn finish(mut self, end: End) {
+        // Named before the tap goes (its drop closes the queue).
         *self.state.end.lock().unwrap_or_else(|e| e.into_inner()) = Some(end);
         if let TapSink::Collect { chunks, start, .. } = &mut self.sink
             && let Some(start) = start.take()
@@ -169,13 +198,35 @@ impl Tap {
     }
 }
 
+impl Drop for Tap {
+    fn drop(&mut self) {
+        if let TapSink::Live = self.sink {
+            self.state.queue().closed = true;
+            self.state.arrived.notify_one();
+        }
+    }
+}
+
 impl Recording {
     /// The next chunk, or `None` once the body has ended.
     pub async fn next(&mut self) -> Option<Bytes> {
-        match &mut self.source {
-            Source::Live(rx) => rx.recv().await,
-            Source::Collected(chunks) => chunks.next(),
-        }
+        let Source::Collected(chunks) = &mut self.source else {
+            loop {
+                {
+                    let mut queue = self.state.queue();
+                    if let Some(chunk) = queue.chunks.pop_front() {
+                        return Some(chunk);
+                    }
+                    if queue.closed {
+                        return None;
+                    }
+                }
+                // A notification sent between the look and this wait is
+                // kept for it (`Notify` stores one permit).
+                self.state.arrived.notified().await;
+            }
+        };
+        chunks.next()
     }
 
     /// How the body ended; meaningful once [`Recording::next`] returned `None`.
@@ -330,4 +381,49 @@ async fn drain(mut body: UpstreamBody, mut tap: Tap, max: Duration, cancel: Canc
     };
     drop(body);
     tap.finish(end);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_live_recorder_gets_every_chunk_in_order_then_the_end() {
+        let (mut tap, mut recording) = tap();
+        tap.offer(&Bytes::from_static(b"one"));
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(chunk) = recording.next().await {
+                got.push(chunk);
+            }
+            (got, recording.end(), recording.lossy())
+        });
+        // The recorder waits on an empty queue between these.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        tap.offer(&Bytes::from_static(b"two"));
+        tap.offer(&Bytes::from_static(b"three"));
+        tap.finish(End::Complete);
+        let (got, end, lossy) = reader.await.unwrap();
+        assert_eq!(got, [&b"one"[..], b"two", b"three"]);
+        assert_eq!(end, End::Complete);
+        assert!(!lossy);
+    }
+
+    #[tokio::test]
+    async fn a_recorder_that_falls_behind_loses_chunks_and_knows_it() {
+        let (mut tap, mut recording) = tap();
+        for _ in 0..RECORDER_QUEUE_CHUNKS + 10 {
+            tap.offer(&Bytes::from_static(b"x"));
+        }
+        tap.finish(End::Complete);
+        let mut taken = 0;
+        while recording.next().await.is_some() {
+            taken += 1;
+        }
+        assert_eq!(
+            taken, RECORDER_QUEUE_CHUNKS,
+            "the queue keeps what it holds"
+        );
+        assert!(recording.lossy());
+    }
 }
