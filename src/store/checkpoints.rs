@@ -125,15 +125,8 @@ pub trait CheckpointStore: Send + Sync + 'static {
         ttl: Duration,
     ) -> Result<(), StoreError>;
 
-    /// Refreshes the heartbeat and the event count; with `poll_cancel`, also
-    /// looks for a cancel request (true when there is one).
-    async fn heartbeat(
-        &self,
-        id: &str,
-        heartbeat_ms: u64,
-        events: u64,
-        poll_cancel: bool,
-    ) -> Result<bool, StoreError>;
+    /// Refreshes the heartbeat and the event count (when no batch did).
+    async fn heartbeat(&self, id: &str, heartbeat_ms: u64, events: u64) -> Result<(), StoreError>;
 
     /// True when a cancel was requested for the stream (the owner missed its broadcast).
     async fn cancel_requested(&self, id: &str) -> Result<bool, StoreError>;

@@ -116,28 +116,15 @@ impl CheckpointStore for RedisStore {
         self.timed(pipe.query_async::<()>(&mut conn)).await
     }
 
-    async fn heartbeat(
-        &self,
-        id: &str,
-        heartbeat_ms: u64,
-        events: u64,
-        poll_cancel: bool,
-    ) -> Result<bool, StoreError> {
-        let meta = Key::StreamMeta(id).to_redis();
+    async fn heartbeat(&self, id: &str, heartbeat_ms: u64, events: u64) -> Result<(), StoreError> {
         let mut pipe = redis::pipe();
-        pipe.hset_multiple(&meta, &[("heartbeat_ms", heartbeat_ms), ("events", events)])
-            .ignore();
-        if !poll_cancel {
-            let mut conn = self.conn.clone();
-            return self
-                .timed(pipe.query_async::<()>(&mut conn))
-                .await
-                .map(|()| false);
-        }
-        pipe.hget(&meta, "cancel");
+        pipe.hset_multiple(
+            Key::StreamMeta(id).to_redis(),
+            &[("heartbeat_ms", heartbeat_ms), ("events", events)],
+        )
+        .ignore();
         let mut conn = self.conn.clone();
-        let (cancel,): (Option<String>,) = self.timed(pipe.query_async(&mut conn)).await?;
-        Ok(cancel.is_some())
+        self.timed(pipe.query_async::<()>(&mut conn)).await
     }
 
     async fn cancel_requested(&self, id: &str) -> Result<bool, StoreError> {

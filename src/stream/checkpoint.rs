@@ -194,20 +194,16 @@ impl Writer {
             // Marked before asking: a break after the mark is seen next time.
             let mark = self.control.mark();
             let poll = !self.control.unbroken_since(self.control_mark);
-            let cancel = if beat {
+            if beat {
                 self.store
-                    .heartbeat(&self.hub.id, now_ms(), self.record.events, poll)
-                    .await?
-            } else if poll {
-                self.store.cancel_requested(&self.hub.id).await?
-            } else {
-                false
-            };
-            if poll {
-                self.control_mark = mark;
+                    .heartbeat(&self.hub.id, now_ms(), self.record.events)
+                    .await?;
             }
-            if cancel {
-                self.hub.cancel();
+            if poll {
+                if self.store.cancel_requested(&self.hub.id).await? {
+                    self.hub.cancel();
+                }
+                self.control_mark = mark;
             }
         }
         Ok(false)

@@ -76,6 +76,25 @@ impl TapState {
     fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The next queued chunk, waiting for one; `None` once the tap is gone
+    /// and the queue empty.
+    async fn next_live(&self) -> Option<Bytes> {
+        loop {
+            {
+                let mut queue = self.queue();
+                if let Some(chunk) = queue.chunks.pop_front() {
+                    return Some(chunk);
+                }
+                if queue.closed {
+                    return None;
+                }
+            }
+            // A notification sent between the look and this wait is kept
+            // for it (`Notify` stores one permit).
+            self.arrived.notified().await;
+        }
+    }
 }
 
 /// Starts the recorder of a collected body once the body has ended.
@@ -157,9 +176,9 @@ impl Tap {
                 let room = queue.chunks.len() < RECORDER_QUEUE_CHUNKS;
                 if room {
                     queue.chunks.push_back(data.clone());
+                    drop(queue);
+                    self.state.arrived.notify_one();
                 }
-                drop(queue);
-                self.state.arrived.notify_one();
                 room
             }
             TapSink::Collect {
@@ -210,23 +229,10 @@ impl Drop for Tap {
 impl Recording {
     /// The next chunk, or `None` once the body has ended.
     pub async fn next(&mut self) -> Option<Bytes> {
-        let Source::Collected(chunks) = &mut self.source else {
-            loop {
-                {
-                    let mut queue = self.state.queue();
-                    if let Some(chunk) = queue.chunks.pop_front() {
-                        return Some(chunk);
-                    }
-                    if queue.closed {
-                        return None;
-                    }
-                }
-                // A notification sent between the look and this wait is
-                // kept for it (`Notify` stores one permit).
-                self.state.arrived.notified().await;
-            }
-        };
-        chunks.next()
+        match &mut self.source {
+            Source::Live => self.state.next_live().await,
+            Source::Collected(chunks) => chunks.next(),
+        }
     }
 
     /// How the body ended; meaningful once [`Recording::next`] returned `None`.
