@@ -88,10 +88,25 @@ pub fn split_session_prefix(path: &str) -> Option<(&str, &str)> {
 /// percent-encoded: clients remove them (RFC 3986 5.2.4), so one that
 /// arrives is a trick to reach a path that a prefix check did not see.
 pub fn has_dot_segments(path: &str) -> bool {
-    path.split('/').any(|segment| {
-        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
-        decoded == "." || decoded == ".."
-    })
+    path.split('/')
+        .any(|segment| matches!(dots(segment), Some(1 | 2)))
+}
+
+/// How many dots `segment` is made of, each `.` or `%2e` (any case); `None`
+/// when it holds anything else. Checked on every request, so it allocates
+/// nothing.
+fn dots(segment: &str) -> Option<usize> {
+    let mut rest = segment.as_bytes();
+    let mut count = 0;
+    while !rest.is_empty() {
+        rest = match rest {
+            [b'.', tail @ ..] => tail,
+            [b'%', b'2', b'e' | b'E', tail @ ..] => tail,
+            _ => return None,
+        };
+        count += 1;
+    }
+    Some(count)
 }
 
 #[cfg(test)]
@@ -148,11 +163,19 @@ mod tests {
             "/v1/./models",
             "/v1/%2E%2E/tether",
             "/v1/%2e",
+            "/v1/.%2E/x",
             "/..",
         ] {
             assert!(has_dot_segments(tricky), "{tricky}");
         }
-        for plain in ["/v1/chat/completions", "/v1/files/a..b", "/v1/.well-known"] {
+        for plain in [
+            "/v1/chat/completions",
+            "/v1/files/a..b",
+            "/v1/.well-known",
+            "/v1/...",
+            "/v1/%2",
+            "//v1/",
+        ] {
             assert!(!has_dot_segments(plain), "{plain}");
         }
     }
