@@ -15,6 +15,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use std::sync::Arc;
 
 use crate::body::{Body, BoxError};
+use crate::log::AccessLine;
 use crate::metrics::{Metrics, RequestFigures};
 
 /// Which part of tether answered a request.
@@ -48,6 +49,16 @@ enum End {
     Complete,
     Error,
     ClientGone,
+}
+
+impl End {
+    fn as_str(self) -> &'static str {
+        match self {
+            End::Complete => "Complete",
+            End::Error => "Error",
+            End::ClientGone => "ClientGone",
+        }
+    }
 }
 
 pub struct AccessLog {
@@ -89,26 +100,19 @@ impl AccessLog {
                 .upstream_latency
                 .observe(upstream.as_secs_f64());
         }
-        tracing::info!(
-            target: "tether::access",
-            request_id = %self.request_id,
-            class = self.class.as_str(),
-            method = %self.method,
-            path = %self.path,
-            status = self.status.as_u16(),
-            upstream_ms = self.upstream.map(millis),
-            overhead_ms = millis(overhead),
-            total_ms = millis(total),
+        crate::log::access(&AccessLine {
+            request_id: &self.request_id,
+            class: self.class.as_str(),
+            method: self.method.as_str(),
+            path: &self.path,
+            status: self.status.as_u16(),
+            upstream: self.upstream,
+            overhead,
+            total,
             bytes,
-            end = ?end,
-            "request"
-        );
+            end: end.as_str(),
+        });
     }
-}
-
-/// Milliseconds with microsecond precision, as log tools read them.
-fn millis(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
 /// A response body that writes the access log line when it ends.

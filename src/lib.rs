@@ -15,6 +15,7 @@
 //! - [`record`]: SSE parsing, content decoding and the per-API assemblers
 //!   that rebuild an assistant reply from a stream.
 //! - [`session`]: session ids: where they come from and what a valid one is.
+//! - [`log`]: where log lines go; the access line written by hand.
 //! - [`error`]: OpenAI-shaped JSON error responses, shared by every route.
 //! - [`body`]: the response body type every route returns.
 
@@ -26,6 +27,7 @@ pub mod capture;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod log;
 pub mod metrics;
 pub mod proxy;
 pub mod record;

@@ -2,17 +2,13 @@
 //! logging, bind, serve until SIGTERM or SIGINT, and turn failures into an
 //! exit code with one clear line.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 
 use clap::{Parser, Subcommand};
 use tether::app::App;
-use tether::config::{Flags, LogFormat, Settings, Sources};
+use tether::config::{Flags, Settings, Sources};
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::MakeWriter;
 
 /// mimalloc: per-thread free lists and no arena lock on the hot path, where
 /// glibc's malloc took about a fifth of the request path's samples. Built
@@ -87,7 +83,7 @@ fn main() -> ExitCode {
     if let Some(Command::Healthcheck) = cli.command {
         return runtime.block_on(healthcheck(&settings));
     }
-    let logging = init_logging(&settings);
+    let logging = tether::log::init(&settings.log);
     let code = match runtime.block_on(serve(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -159,124 +155,5 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-    }
-}
-
-/// Log lines collect in memory and go to stderr in blocks (when 64 KiB have
-/// gathered, every 100 ms, and at exit), instead of one `write` system call
-/// per request on the request path. Warnings and errors are written at once,
-/// with everything before them. Colours only on a terminal (not in files or
-/// log collectors).
-fn init_logging(settings: &Settings) -> LogGuard {
-    use std::io::IsTerminal;
-    let filter = EnvFilter::new(&settings.log.level);
-    let ansi = std::io::stderr().is_terminal();
-    let buffer = LogBuffer::default();
-    let flusher = buffer.clone();
-    // Detached: it only ever flushes, and exit flushes what it has not.
-    let _ = std::thread::Builder::new()
-        .name("tether-log".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(LOG_FLUSH_EVERY);
-                flusher.flush();
-            }
-        });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(buffer.clone());
-    match settings.log.format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .init(),
-        LogFormat::Text => builder.init(),
-    }
-    LogGuard(buffer)
-}
-
-/// A log block is written once it reaches this size.
-const LOG_BLOCK: usize = 64 * 1024;
-/// And at the latest this long after its first line.
-const LOG_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// The log lines not yet written to stderr.
-#[derive(Clone, Default)]
-struct LogBuffer {
-    lines: Arc<Mutex<Vec<u8>>>,
-    /// Held while a block is written, so blocks reach stderr in order.
-    writing: Arc<Mutex<()>>,
-}
-
-impl LogBuffer {
-    fn append(&self, line: &[u8], now: bool) {
-        let full = {
-            let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-            lines.extend_from_slice(line);
-            lines.len() >= LOG_BLOCK
-        };
-        if now || full {
-            self.flush();
-        }
-    }
-
-    /// Writes out what has gathered.
-    fn flush(&self) {
-        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
-        let block = {
-            let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-            if lines.is_empty() {
-                return;
-            }
-            std::mem::replace(&mut *lines, Vec::with_capacity(LOG_BLOCK + 4096))
-        };
-        // Nowhere to report a failed write of the log to.
-        let _ = std::io::stderr().lock().write_all(&block);
-    }
-}
-
-/// One event's writer: the formatter hands it the whole line.
-struct LineWriter<'a> {
-    buffer: &'a LogBuffer,
-    urgent: bool,
-}
-
-impl Write for LineWriter<'_> {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buffer.append(data, self.urgent);
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for LogBuffer {
-    type Writer = LineWriter<'a>;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        LineWriter {
-            buffer: self,
-            urgent: false,
-        }
-    }
-
-    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
-        LineWriter {
-            buffer: self,
-            urgent: *meta.level() <= tracing::Level::WARN,
-        }
-    }
-}
-
-/// Writes the lines still buffered when dropped (at exit).
-struct LogGuard(LogBuffer);
-
-impl Drop for LogGuard {
-    fn drop(&mut self) {
-        self.0.flush();
     }
 }
