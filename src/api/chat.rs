@@ -23,7 +23,7 @@ use super::{ApiError, Query, json};
 use crate::app::App;
 use crate::body::Body;
 use crate::capture::{self, Exchange};
-use crate::record::{Api, TurnRequest};
+use crate::record::{Api, Message, TurnRequest};
 use crate::session::SessionId;
 use crate::store::MessageRange;
 
@@ -161,7 +161,7 @@ async fn turn(
         model: Some(model),
         stream: chat.stream,
         system: Vec::new(),
-        messages: messages.clone(),
+        messages: messages.iter().filter_map(Message::from_value).collect(),
         metadata_session: None,
         user: None,
     };

@@ -6,6 +6,8 @@
 //! - [`decode`]: Content-Encoding decoder with an output cap.
 //! - [`sse`]: SSE parser that reports each event's byte range.
 //! - [`assemble`]: per-API folds from events (or a JSON body) to a [`Reply`].
+//! - [`json_text`]: nesting and whitespace of JSON text, read without parsing it.
+//! - [`message`]: a conversation message kept as the JSON text it is stored as.
 //! - [`request`]: a recorded request's model, session hints and conversation.
 //! - [`history_writer`]: the write-behind queue in front of the history store.
 //! - [`recorder`]: the task beside a recorded response that stores its turn.
@@ -15,6 +17,8 @@
 pub mod assemble;
 pub mod decode;
 pub mod history_writer;
+pub mod json_text;
+pub mod message;
 pub mod recorder;
 pub mod request;
 pub mod sse;
@@ -23,5 +27,6 @@ pub mod usage;
 
 pub use assemble::{Api, AssembleError, Assembler, Choice, Reply, SseStats, ToolCall};
 pub use decode::{DecodeError, Decoder, Encoding};
+pub use message::{Message, Role};
 pub use request::{RequestError, TurnRequest};
 pub use sse::{SseError, SseEvent, SseParser, SseTail};

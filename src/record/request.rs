@@ -2,9 +2,13 @@
 //! name a session, and its conversation turned into OpenAI-shaped messages
 //! (`{"role", "content", "tool_calls", "tool_call_id"}`), whatever the API.
 
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::Api;
+use super::json_text;
+use super::message::Message;
 
 /// A recorded request, parsed.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,9 +18,9 @@ pub struct TurnRequest {
     pub stream: bool,
     /// Instructions given beside the conversation (Anthropic `system`,
     /// Responses `instructions`, Gemini `systemInstruction`) as system messages.
-    pub system: Vec<Value>,
+    pub system: Vec<Message>,
     /// The conversation as sent, in the OpenAI message shape.
-    pub messages: Vec<Value>,
+    pub messages: Vec<Message>,
     /// `metadata.session_id` of the body.
     pub metadata_session: Option<String>,
     /// The body's `user` field.
@@ -46,24 +50,30 @@ impl RequestError {
 }
 
 pub fn parse(api: Api, body: &[u8]) -> Result<TurnRequest, RequestError> {
+    if api == Api::ChatCompletions
+        && let Some(request) = parse_chat(body)
+    {
+        return request;
+    }
     let value: Value =
         serde_json::from_slice(body).map_err(|e| RequestError::NotJson(e.to_string()))?;
-    let Value::Object(mut obj) = value else {
+    let Value::Object(obj) = value else {
         return Err(RequestError::NotAnObject);
     };
     let (system, messages) = match api {
-        Api::ChatCompletions => (Vec::new(), chat_messages(&mut obj)?),
+        Api::ChatCompletions => (Vec::new(), chat_messages(&obj)?),
         Api::Completions => (Vec::new(), completion_prompt(&obj)?),
         Api::Responses => responses_input(&obj)?,
         Api::AnthropicMessages => anthropic_messages(&obj)?,
         Api::Gemini => gemini_contents(&obj)?,
     };
+    let kept = |values: Vec<Value>| values.iter().filter_map(Message::from_value).collect();
     Ok(TurnRequest {
         api,
         model: obj.get("model").and_then(Value::as_str).map(str::to_owned),
         stream: obj.get("stream").and_then(Value::as_bool).unwrap_or(false),
-        system,
-        messages,
+        system: kept(system),
+        messages: kept(messages),
         metadata_session: obj
             .get("metadata")
             .and_then(|m| m.get("session_id"))
@@ -73,14 +83,81 @@ pub fn parse(api: Api, body: &[u8]) -> Result<TurnRequest, RequestError> {
     })
 }
 
-/// Chat Completions: `messages`, moved out of the parsed body (not copied).
-fn chat_messages(obj: &mut Map<String, Value>) -> Result<Vec<Value>, RequestError> {
-    let Some(Value::Array(messages)) = obj.get_mut("messages") else {
+/// The top level of a Chat Completions body: only what recording reads, each
+/// as the text it was sent as. Every other member is skipped unparsed.
+#[derive(Deserialize)]
+struct ChatBody<'a> {
+    #[serde(borrow, default)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    stream: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    messages: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    metadata: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    user: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Metadata<'a> {
+    #[serde(borrow, default)]
+    session_id: Option<&'a RawValue>,
+}
+
+/// A Chat Completions request read without building a `Value` of the body:
+/// its messages stay the text they were sent as ([`Message`]). `None` when
+/// the body is not a plain JSON object (not JSON, a member given twice):
+/// the general parse then decides, and names the error.
+fn parse_chat(body: &[u8]) -> Option<Result<TurnRequest, RequestError>> {
+    if !json_text::is_object(body) || !json_text::within_depth(body) {
+        return None;
+    }
+    let top: ChatBody = serde_json::from_slice(body).ok()?;
+    let messages = match top
+        .messages
+        .map(|m| serde_json::from_str::<Vec<&RawValue>>(m.get()))
+    {
+        Some(Ok(raw)) => raw
+            .iter()
+            .filter_map(|m| Message::from_raw(m.get()))
+            .collect(),
+        _ => {
+            return Some(Err(RequestError::NoConversation(
+                "messages is not an array",
+            )));
+        }
+    };
+    let session = top
+        .metadata
+        .and_then(|m| serde_json::from_str::<Metadata>(m.get()).ok())
+        .and_then(|m| m.session_id)
+        .and_then(raw_string);
+    Some(Ok(TurnRequest {
+        api: Api::ChatCompletions,
+        model: top.model.and_then(raw_string),
+        stream: top.stream.is_some_and(|s| s.get() == "true"),
+        system: Vec::new(),
+        messages,
+        metadata_session: session,
+        user: top.user.and_then(raw_string),
+    }))
+}
+
+/// The string a member holds, if it holds one.
+fn raw_string(raw: &RawValue) -> Option<String> {
+    raw.get()
+        .starts_with('"')
+        .then(|| serde_json::from_str(raw.get()).ok())
+        .flatten()
+}
+
+/// Chat Completions: `messages`, the objects among them.
+fn chat_messages(obj: &Map<String, Value>) -> Result<Vec<Value>, RequestError> {
+    let Some(Value::Array(messages)) = obj.get("messages") else {
         return Err(RequestError::NoConversation("messages is not an array"));
     };
-    let mut messages = std::mem::take(messages);
-    messages.retain(Value::is_object);
-    Ok(messages)
+    Ok(messages.iter().filter(|m| m.is_object()).cloned().collect())
 }
 
 fn completion_prompt(obj: &Map<String, Value>) -> Result<Vec<Value>, RequestError> {

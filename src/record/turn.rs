@@ -9,7 +9,10 @@ use std::time::SystemTime;
 
 use serde_json::Value;
 
-use super::{Reply, TurnRequest};
+use serde::Serialize;
+
+use super::assemble::HistoryMessage;
+use super::{Message, Reply, Role, TurnRequest};
 use crate::store::{StoredMessage, Turn, UsageTotals};
 
 /// How the response that produced a reply ended.
@@ -22,36 +25,13 @@ pub struct ReplyContext {
 }
 
 /// The messages of `request` that history does not have yet.
-pub fn new_messages(request: &TurnRequest, session_is_new: bool) -> Vec<Value> {
-    let (if_new, always) = new_messages_split(request);
+pub fn new_messages(request: &TurnRequest, session_is_new: bool) -> Vec<Message> {
+    let (if_new, always) = split(request.system.clone(), request.messages.clone());
     if session_is_new {
         if_new.into_iter().chain(always).collect()
     } else {
         always
     }
-}
-
-/// The new messages in two parts: those only a new session takes (the
-/// system/developer messages that precede the last assistant message, and
-/// instructions given beside the conversation), and those every turn adds.
-/// The store decides between them, in the same step that appends.
-pub fn new_messages_split(request: &TurnRequest) -> (Vec<Value>, Vec<Value>) {
-    let messages = &request.messages;
-    let after_last_assistant = messages
-        .iter()
-        .rposition(|m| role(m) == "assistant")
-        .map_or(0, |i| i + 1);
-    let if_new = request
-        .system
-        .iter()
-        .chain(
-            messages[..after_last_assistant]
-                .iter()
-                .filter(|m| matches!(role(m), "system" | "developer")),
-        )
-        .cloned()
-        .collect();
-    (if_new, messages[after_last_assistant..].to_vec())
 }
 
 /// The turn to append: the new request messages and the reply, each with
@@ -63,44 +43,35 @@ pub fn build(
     context: ReplyContext,
     now: SystemTime,
 ) -> Turn {
-    let timestamp = Value::String(humantime::format_rfc3339_micros(now).to_string());
+    let timestamp = humantime::format_rfc3339_micros(now).to_string();
     let model = reply
         .as_ref()
         .and_then(|r| r.model.clone())
         .or(request.model);
-    let model_value = Value::from(model.clone());
-    let stamp = |mut message: Value| {
-        if let Value::Object(obj) = &mut message {
-            obj.insert("model".into(), model_value.clone());
-            obj.insert("timestamp".into(), timestamp.clone());
-        }
-        message
-    };
-    let (if_new, always) = split_owned(request.system, request.messages);
+    let model_json = serde_json::to_string(&model).unwrap_or_else(|_| "null".into());
+    let (if_new, always) = split(request.system, request.messages);
     let if_new: Vec<StoredMessage> = if_new
         .into_iter()
-        .map(|m| StoredMessage::new(&stamp(m)))
+        .map(|m| m.stamp(&model_json, &timestamp))
         .collect();
     let mut messages: Vec<StoredMessage> = Vec::with_capacity(always.len() + 1);
-    messages.extend(always.into_iter().map(|m| StoredMessage::new(&stamp(m))));
+    messages.extend(always.into_iter().map(|m| m.stamp(&model_json, &timestamp)));
     let mut usage = UsageTotals::default();
-    if let Some(mut reply) = reply {
+    if let Some(reply) = reply {
         usage = usage_totals(reply.usage.as_ref());
-        let mut message = stamp(reply.to_message());
-        let obj = message.as_object_mut().expect("to_message is an object");
-        for (key, value) in [
-            ("finish_reason", reply.finish_reason().map(Value::from)),
-            ("usage", reply.usage.take()),
-            ("error", reply.error.take()),
-            ("stream_id", context.stream_id.map(Value::from)),
-        ] {
-            if let Some(value) = value.filter(|v| !v.is_null()) {
-                obj.insert(key.into(), value);
-            }
-        }
-        obj.insert("api".into(), reply.api.as_str().into());
-        obj.insert("complete".into(), Value::Bool(context.complete));
-        messages.push(StoredMessage::new(&message));
+        let stored = StoredReply {
+            message: reply.history_message(),
+            model: model.as_deref(),
+            timestamp: &timestamp,
+            finish_reason: reply.finish_reason(),
+            usage: reply.usage.as_ref().filter(|u| !u.is_null()),
+            error: reply.error.as_ref().filter(|e| !e.is_null()),
+            stream_id: context.stream_id.as_deref(),
+            api: reply.api.as_str(),
+            complete: context.complete,
+        };
+        let json = serde_json::to_vec(&stored).unwrap_or_default();
+        messages.push(StoredMessage::from_json(json.into()));
     }
     Turn {
         id: String::new(),
@@ -115,20 +86,40 @@ pub fn build(
     }
 }
 
-/// [`new_messages_split`] on owned messages, moving them instead of cloning.
-fn split_owned(system: Vec<Value>, mut messages: Vec<Value>) -> (Vec<Value>, Vec<Value>) {
+/// The stored reply: the history message, then what history adds to it, in
+/// this order; what is absent is left out (`model` is null instead).
+#[derive(Serialize)]
+struct StoredReply<'a> {
+    #[serde(flatten)]
+    message: HistoryMessage<'a>,
+    model: Option<&'a str>,
+    timestamp: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finish_reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_id: Option<&'a str>,
+    api: &'a str,
+    complete: bool,
+}
+
+/// The new messages in two parts: those only a new session takes (the
+/// instructions given beside the conversation, and the system/developer
+/// messages that precede the last assistant message), and those every turn
+/// adds (everything after the last assistant message). The store decides
+/// between them, in the same step that appends.
+fn split(system: Vec<Message>, mut messages: Vec<Message>) -> (Vec<Message>, Vec<Message>) {
     let after_last_assistant = messages
         .iter()
-        .rposition(|m| role(m) == "assistant")
+        .rposition(|m| m.role() == Role::Assistant)
         .map_or(0, |i| i + 1);
     let always = messages.split_off(after_last_assistant);
     let if_new = system
         .into_iter()
-        .chain(
-            messages
-                .into_iter()
-                .filter(|m| matches!(role(m), "system" | "developer")),
-        )
+        .chain(messages.into_iter().filter(|m| m.role().instructs()))
         .collect();
     (if_new, always)
 }
@@ -155,10 +146,6 @@ pub fn usage_totals(usage: Option<&Value>) -> UsageTotals {
     }
 }
 
-fn role(message: &Value) -> &str {
-    message.get("role").and_then(Value::as_str).unwrap_or("")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,7 +158,12 @@ mod tests {
             model: Some("m".into()),
             stream: true,
             system: vec![],
-            messages: messages.as_array().unwrap().clone(),
+            messages: messages
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(Message::from_value)
+                .collect(),
             metadata_session: None,
             user: None,
         }
@@ -229,11 +221,49 @@ mod tests {
             let request = chat(Value::Array(conversation.clone()));
             stored.extend(new_messages(&request, turn == 0));
             let answer = json!({"role": "assistant", "content": format!("a{turn}")});
-            stored.push(answer.clone());
+            stored.push(Message::from_value(&answer).unwrap());
             conversation.push(answer);
         }
         assert_eq!(stored.len(), 21, "20 messages plus the system message once");
         assert_eq!(stored, conversation);
+    }
+
+    #[test]
+    fn a_turn_stores_the_new_messages_and_the_reply_stamped_in_order() {
+        let request = chat(json!([
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": "again"}
+        ]));
+        let body = br#"{"id":"c1","model":"gpt-4o-2024","choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
+        let reply = Reply::from_body(Some(crate::record::Api::ChatCompletions), body).unwrap();
+        let context = ReplyContext {
+            complete: true,
+            stream_id: Some("st-1".into()),
+        };
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(1_765_000_000_000_001);
+        let turn = build(request, Some(reply), context, at);
+        let text = |m: &StoredMessage| String::from_utf8(m.as_bytes().to_vec()).unwrap();
+        assert_eq!(
+            turn.if_new.iter().map(text).collect::<Vec<_>>(),
+            [
+                r#"{"role":"system","content":"be brief","model":"gpt-4o-2024","timestamp":"2025-12-06T05:46:40.000001Z"}"#
+            ]
+        );
+        assert_eq!(
+            turn.messages.iter().map(text).collect::<Vec<_>>(),
+            [
+                r#"{"role":"user","content":"again","model":"gpt-4o-2024","timestamp":"2025-12-06T05:46:40.000001Z"}"#,
+                concat!(
+                    r#"{"role":"assistant","content":"hello","model":"gpt-4o-2024","timestamp":"2025-12-06T05:46:40.000001Z","#,
+                    r#""finish_reason":"stop","usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4},"#,
+                    r#""stream_id":"st-1","api":"chat.completions","complete":true}"#
+                )
+            ]
+        );
+        assert_eq!(turn.usage.total_tokens, 4);
+        assert_eq!(turn.model.as_deref(), Some("gpt-4o-2024"));
     }
 
     #[test]

@@ -101,6 +101,11 @@ impl StoredMessage {
         StoredMessage(serde_json::to_vec(message).unwrap_or_default().into())
     }
 
+    /// A message already written as JSON text.
+    pub fn from_json(json: bytes::Bytes) -> Self {
+        StoredMessage(json)
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }

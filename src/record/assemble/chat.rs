@@ -2,13 +2,17 @@
 //! `completions.rs`): merges `choices[].delta` chunks per choice index, keeps
 //! the last non-null finish reason and usage, and picks up in-stream errors.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::reply::{Choice, Reply};
 use super::tool_calls::ToolCalls;
 use super::{Api, Payload, error_of, string_of};
+use crate::record::json_text;
 
 /// One choice being assembled.
 #[derive(Debug, Default)]
@@ -63,6 +67,67 @@ impl ChatFold {
         }
     }
 
+    /// One chunk's data as sent. Read straight into the members the fold
+    /// looks at ([`ChunkText`]) rather than into a `Value` tree, which was
+    /// most of the cost of recording a chat answer; data that is not the
+    /// usual shape (a member of another type, a member given twice, not
+    /// JSON) goes the general way, with the same result.
+    pub(super) fn push_text(&mut self, event: &str, data: &str) {
+        if event != "error"
+            && json_text::is_object(data.as_bytes())
+            && json_text::within_depth(data.as_bytes())
+            && let Ok(chunk) = serde_json::from_str::<ChunkText>(data)
+        {
+            self.chunk_text(&chunk, false);
+            return;
+        }
+        self.push(&Payload::of_data(event, data));
+    }
+
+    /// A non-streamed `chat.completion` (or `text_completion`) body read as
+    /// [`push_text`](Self::push_text) reads a chunk, each choice's `message`
+    /// as its delta. `None` when the body needs the general way.
+    pub(super) fn body_text(api: Api, body: &[u8]) -> Option<Reply> {
+        if !json_text::is_object(body) || !json_text::within_depth(body) {
+            return None;
+        }
+        let chunk: ChunkText = serde_json::from_slice(body).ok()?;
+        let mut fold = ChatFold::new(api);
+        fold.chunk_text(&chunk, true);
+        Some(fold.finish())
+    }
+
+    fn chunk_text(&mut self, chunk: &ChunkText, body: bool) {
+        first_non_empty_str(&mut self.id, chunk.id.as_deref());
+        first_non_empty_str(&mut self.model, chunk.model.as_deref());
+        if let Some(error) = chunk.error.as_ref().filter(|e| !e.is_null()) {
+            self.error = Some(error.clone());
+        }
+        let groq = chunk.x_groq.as_ref().and_then(|x| x.usage.as_ref());
+        self.take_usage(chunk.usage.as_ref(), groq);
+        let text_mode = self.api == Api::Completions;
+        for (position, choice) in chunk.choices.iter().flatten().enumerate() {
+            // A body's `message` stands in for the delta, even as null.
+            let delta = match (&choice.message, body) {
+                (Some(message), true) => message.as_ref(),
+                _ => choice.delta.as_ref(),
+            };
+            let index = choice
+                .index
+                .and_then(|i| i.get().parse().ok())
+                .unwrap_or(position as u64);
+            self.choices.entry(index).or_default().apply(
+                ChoiceView {
+                    text: choice.text.as_deref(),
+                    delta: delta.map(DeltaText::view),
+                    finish_reason: choice.finish_reason.as_ref(),
+                    logprobs: choice.logprobs.as_ref(),
+                },
+                text_mode,
+            );
+        }
+    }
+
     /// One chunk (or a whole non-streamed body, its messages as deltas).
     pub(super) fn chunk(&mut self, obj: &Map<String, Value>) {
         first_non_empty(&mut self.id, obj.get("id"));
@@ -70,7 +135,8 @@ impl ChatFold {
         if let Some(error) = obj.get("error").filter(|e| !e.is_null()) {
             self.error = Some(error.clone());
         }
-        self.take_usage(obj);
+        let groq = obj.get("x_groq").and_then(|x| x.get("usage"));
+        self.take_usage(obj.get("usage"), groq);
         let Some(Value::Array(choices)) = obj.get("choices") else {
             return;
         };
@@ -83,25 +149,30 @@ impl ChatFold {
                 .get("index")
                 .and_then(Value::as_u64)
                 .unwrap_or(position as u64);
-            self.choices
-                .entry(index)
-                .or_default()
-                .apply(choice, text_mode);
+            let delta = choice
+                .get("delta")
+                .and_then(Value::as_object)
+                .map(DeltaView::of_map);
+            self.choices.entry(index).or_default().apply(
+                ChoiceView {
+                    text: choice.get("text").and_then(Value::as_str),
+                    delta,
+                    finish_reason: choice.get("finish_reason"),
+                    logprobs: choice.get("logprobs"),
+                },
+                text_mode,
+            );
         }
     }
 
     /// The last non-null `usage`; Groq's `x_groq.usage` only when no
     /// top-level usage came before.
-    fn take_usage(&mut self, obj: &Map<String, Value>) {
-        if let Some(usage) = obj.get("usage").filter(|u| !u.is_null()) {
+    fn take_usage(&mut self, usage: Option<&Value>, groq: Option<&Value>) {
+        if let Some(usage) = usage.filter(|u| !u.is_null()) {
             self.usage = Some(usage.clone());
             return;
         }
-        let groq = obj
-            .get("x_groq")
-            .and_then(|x| x.get("usage"))
-            .filter(|u| !u.is_null());
-        if let (Some(usage), None) = (groq, &self.usage) {
+        if let (Some(usage), None) = (groq.filter(|u| !u.is_null()), &self.usage) {
             self.usage = Some(usage.clone());
         }
     }
@@ -118,36 +189,32 @@ impl ChatFold {
 }
 
 impl ChoiceState {
-    fn apply(&mut self, choice: &Map<String, Value>, text_mode: bool) {
+    fn apply(&mut self, choice: ChoiceView, text_mode: bool) {
         if text_mode {
-            if let Some(Value::String(text)) = choice.get("text") {
+            if let Some(text) = choice.text {
                 self.content.push_str(text);
             }
-        } else if let Some(delta) = choice.get("delta").and_then(Value::as_object) {
+        } else if let Some(delta) = choice.delta {
             self.apply_delta(delta);
         }
-        if let Some(reason) = choice.get("finish_reason").filter(|r| !r.is_null()) {
+        if let Some(reason) = choice.finish_reason.filter(|r| !r.is_null()) {
             self.finish_reason = Some(string_of(reason));
         }
         if !text_mode {
-            self.take_logprobs(choice.get("logprobs"));
+            self.take_logprobs(choice.logprobs);
         }
     }
 
-    fn apply_delta(&mut self, delta: &Map<String, Value>) {
-        if let Some(role) = delta
-            .get("role")
-            .and_then(Value::as_str)
-            .filter(|r| !r.is_empty())
-        {
+    fn apply_delta(&mut self, delta: DeltaView) {
+        if let Some(role) = delta.role.filter(|r| !r.is_empty()) {
             self.role = Some(role.to_owned());
         }
-        self.add_content(delta.get("content"));
-        self.add_reasoning(delta);
-        if let Some(Value::String(refusal)) = delta.get("refusal") {
+        self.add_content(delta.content);
+        self.add_reasoning(&delta);
+        if let Some(Value::String(refusal)) = delta.refusal {
             self.refusal.push_str(refusal);
         }
-        if let Some(Value::Array(calls)) = delta.get("tool_calls") {
+        if let Some(Value::Array(calls)) = delta.tool_calls {
             for call in calls.iter().filter_map(Value::as_object) {
                 self.calls.add(call);
             }
@@ -186,13 +253,13 @@ impl ChoiceState {
     /// `reasoning_content` (DeepSeek), else `reasoning` (Groq, OpenRouter,
     /// vLLM, Ollama). OpenRouter repeats the text in `reasoning_details`,
     /// read only when neither plain field is present at all.
-    fn add_reasoning(&mut self, delta: &Map<String, Value>) {
-        if let Some(Value::String(text)) = delta.get("reasoning_content") {
+    fn add_reasoning(&mut self, delta: &DeltaView) {
+        if let Some(Value::String(text)) = delta.reasoning_content {
             self.reasoning.push_str(text);
-        } else if let Some(Value::String(text)) = delta.get("reasoning") {
+        } else if let Some(Value::String(text)) = delta.reasoning {
             self.reasoning.push_str(text);
-        } else if !delta.contains_key("reasoning") && !delta.contains_key("reasoning_content") {
-            let Some(Value::Array(details)) = delta.get("reasoning_details") else {
+        } else if delta.reasoning.is_none() && delta.reasoning_content.is_none() {
+            let Some(Value::Array(details)) = delta.reasoning_details else {
                 return;
             };
             for detail in details {
@@ -256,6 +323,124 @@ fn push_str_value(target: &mut String, value: Option<&Value>) {
     }
 }
 
+/// The members of a chunk that the fold reads, borrowed from its text where
+/// they are strings. Strict: a member of an unexpected type fails the parse,
+/// and the chunk goes the general way.
+#[derive(Deserialize)]
+struct ChunkText<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    error: Option<Value>,
+    #[serde(default)]
+    usage: Option<Value>,
+    #[serde(default)]
+    x_groq: Option<GroqText>,
+    #[serde(borrow, default)]
+    choices: Option<Vec<ChoiceText<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct GroqText {
+    #[serde(default)]
+    usage: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceText<'a> {
+    #[serde(borrow, default)]
+    index: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    delta: Option<DeltaText<'a>>,
+    /// Present (even as null) or not: a body's message replaces the delta.
+    #[serde(borrow, default, deserialize_with = "present")]
+    message: Option<Option<DeltaText<'a>>>,
+    #[serde(default)]
+    finish_reason: Option<Value>,
+    #[serde(default)]
+    logprobs: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct DeltaText<'a> {
+    #[serde(borrow, default)]
+    role: Option<Cow<'a, str>>,
+    #[serde(default)]
+    content: Option<Value>,
+    /// Present-as-null counts: it turns `reasoning_details` off.
+    #[serde(default, deserialize_with = "present")]
+    reasoning_content: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    reasoning: Option<Value>,
+    #[serde(default)]
+    reasoning_details: Option<Value>,
+    #[serde(default)]
+    refusal: Option<Value>,
+    #[serde(default)]
+    tool_calls: Option<Value>,
+}
+
+impl DeltaText<'_> {
+    fn view(&self) -> DeltaView<'_> {
+        DeltaView {
+            role: self.role.as_deref(),
+            content: self.content.as_ref(),
+            reasoning_content: self.reasoning_content.as_ref(),
+            reasoning: self.reasoning.as_ref(),
+            reasoning_details: self.reasoning_details.as_ref(),
+            refusal: self.refusal.as_ref(),
+            tool_calls: self.tool_calls.as_ref(),
+        }
+    }
+}
+
+/// `Some` for a member that is there, whatever its value (null included).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// One choice of a chunk as the fold reads it, from either form.
+struct ChoiceView<'a> {
+    text: Option<&'a str>,
+    delta: Option<DeltaView<'a>>,
+    finish_reason: Option<&'a Value>,
+    logprobs: Option<&'a Value>,
+}
+
+/// A delta as the fold reads it; a member is `Some` when present, null
+/// included.
+struct DeltaView<'a> {
+    role: Option<&'a str>,
+    content: Option<&'a Value>,
+    reasoning_content: Option<&'a Value>,
+    reasoning: Option<&'a Value>,
+    reasoning_details: Option<&'a Value>,
+    refusal: Option<&'a Value>,
+    tool_calls: Option<&'a Value>,
+}
+
+impl<'a> DeltaView<'a> {
+    fn of_map(delta: &'a Map<String, Value>) -> Self {
+        DeltaView {
+            role: delta.get("role").and_then(Value::as_str),
+            content: delta.get("content"),
+            reasoning_content: delta.get("reasoning_content"),
+            reasoning: delta.get("reasoning"),
+            reasoning_details: delta.get("reasoning_details"),
+            refusal: delta.get("refusal"),
+            tool_calls: delta.get("tool_calls"),
+        }
+    }
+}
+
 /// A non-streamed `chat.completion` (or `text_completion`) as one chunk:
 /// each choice's `message` becomes its `delta`.
 pub(super) fn body_as_chunk(body: Map<String, Value>) -> Map<String, Value> {
@@ -272,8 +457,12 @@ pub(super) fn body_as_chunk(body: Map<String, Value>) -> Map<String, Value> {
 
 /// Keeps the first non-empty string seen (chunk `id` and `model`).
 pub(super) fn first_non_empty(slot: &mut Option<String>, value: Option<&Value>) {
+    first_non_empty_str(slot, value.and_then(Value::as_str));
+}
+
+fn first_non_empty_str(slot: &mut Option<String>, text: Option<&str>) {
     if slot.is_none()
-        && let Some(text) = value.and_then(Value::as_str).filter(|s| !s.is_empty())
+        && let Some(text) = text.filter(|s| !s.is_empty())
     {
         *slot = Some(text.to_owned());
     }
@@ -306,6 +495,85 @@ mod tests {
         assert_eq!(reply.finish_reason(), Some("length"));
         assert_eq!(reply.usage, Some(json!({"total_tokens": 1})));
         assert_eq!(reply.id.as_deref(), Some("a"));
+    }
+
+    /// Odd shapes that the strict read turns away or must read alike.
+    const ODD_CHUNKS: &[&str] = &[
+        r#"{"id":5,"model":"","choices":[{"index":"0","delta":{"content":"a","reasoning":null,"reasoning_details":[{"text":"no"}]}}]}"#,
+        r#"{"choices":[{"index":1,"delta":{"role":"assistant","content":[{"type":"text","text":"p"}]},"finish_reason":7}],"usage":null,"x_groq":{"usage":{"t":1}}}"#,
+        r#"{"choices":[{"delta":{"role":7,"content":"r"}}]}"#,
+        r#"[{"id":"array"}]"#,
+        r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c","function":{"name":"f","arguments":"{"}}]}},{"delta":null,"text":"t"}]}"#,
+        r#"{"choices":[{"index":0,"message":null,"delta":{"content":"d"}},{"index":2,"message":{"content":"m"}}]}"#,
+        r#"{"choices":[1,{"delta":{"refusal":"no"}}],"error":null}"#,
+        r#"{"choices":[],"choices":[{"delta":{"content":"twice"}}]}"#,
+        r#"{"choices":{"0":{}},"error":{"message":"boom"}}"#,
+        r#"{"choices":[{"index":1.0,"delta":{"reasoning_content":"rc","reasoning":"r"},"logprobs":{"content":[{"token":"a","logprob":-1}]}}]}"#,
+        r#"{"id":"x\u00e9","choices":[{"index":18446744073709551616,"text":"big","finish_reason":"stop"}]}"#,
+        "not json",
+        "[DONE]",
+    ];
+
+    /// Every event's data of every recorded stream, whatever its API.
+    fn recorded_data() -> Vec<String> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/streams/");
+        let mut data = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "sse") {
+                let body = std::fs::read(&path).unwrap();
+                let (events, _) = crate::record::sse::parse_all(&body).unwrap();
+                data.extend(events.into_iter().map(|e| e.data));
+            }
+        }
+        data
+    }
+
+    #[test]
+    fn read_as_text_or_as_a_value_chunks_fold_alike() {
+        let mut all: Vec<String> = ODD_CHUNKS.iter().map(|s| s.to_string()).collect();
+        all.extend(recorded_data());
+        assert!(all.len() > 1000, "{} events", all.len());
+        for api in [Api::ChatCompletions, Api::Completions] {
+            let (mut text, mut general) = (ChatFold::new(api), ChatFold::new(api));
+            for data in &all {
+                text.push_text("message", data);
+                general.push(&Payload::of_data("message", data));
+                // One at a time too, so a difference names its chunk.
+                let (mut one, mut other) = (ChatFold::new(api), ChatFold::new(api));
+                one.push_text("message", data);
+                other.push(&Payload::of_data("message", data));
+                assert_eq!(one.finish().to_json(), other.finish().to_json(), "{data}");
+            }
+            assert_eq!(text.finish().to_json(), general.finish().to_json());
+        }
+    }
+
+    #[test]
+    fn read_as_text_or_as_a_value_bodies_fold_alike() {
+        let mut read_as_text = 0;
+        for data in ODD_CHUNKS
+            .iter()
+            .map(|s| s.to_string())
+            .chain(recorded_data())
+        {
+            for api in [Api::ChatCompletions, Api::Completions] {
+                let general = match serde_json::from_str::<Value>(&data) {
+                    Ok(Value::Object(obj)) => {
+                        let mut fold = ChatFold::new(api);
+                        fold.chunk(&body_as_chunk(obj));
+                        Some(fold.finish().to_json())
+                    }
+                    _ => None,
+                };
+                // When the strict read declines, `from_body` goes the general way.
+                if let Some(reply) = ChatFold::body_text(api, data.as_bytes()) {
+                    assert_eq!(Some(reply.to_json()), general, "{data}");
+                    read_as_text += 1;
+                }
+            }
+        }
+        assert!(read_as_text > 1000, "{read_as_text} bodies read as text");
     }
 
     #[test]

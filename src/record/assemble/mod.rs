@@ -17,7 +17,7 @@ mod tool_calls;
 #[cfg(test)]
 mod fixture_tests;
 
-pub use reply::{Checks, Choice, Reply, SseStats, ToolCall};
+pub use reply::{Checks, Choice, HistoryMessage, Reply, SseStats, ToolCall};
 
 use serde_json::{Map, Value};
 
@@ -133,10 +133,14 @@ pub(crate) struct Payload<'a> {
 
 impl<'a> Payload<'a> {
     fn of(event: &'a SseEvent) -> Self {
+        Payload::of_data(event.name(), &event.data)
+    }
+
+    fn of_data(event: &'a str, data: &'a str) -> Self {
         Payload {
-            event: event.name(),
-            json: serde_json::from_str(&event.data).ok(),
-            raw: &event.data,
+            event,
+            json: serde_json::from_str(data).ok(),
+            raw: data,
         }
     }
 }
@@ -157,6 +161,15 @@ impl Fold {
             Api::Responses => Fold::Responses(ResponsesFold::default()),
             Api::AnthropicMessages => Fold::Anthropic(AnthropicFold::default()),
             Api::Gemini => Fold::Gemini(GeminiFold::default()),
+        }
+    }
+
+    /// One event. A chat fold reads the data itself (see
+    /// `ChatFold::push_text`); the others take it parsed.
+    fn push_event(&mut self, event: &SseEvent) {
+        match self {
+            Fold::Chat(fold) => fold.push_text(event.name(), &event.data),
+            other => other.push(&Payload::of(event)),
         }
     }
 
@@ -208,11 +221,11 @@ impl Assembler {
 
     pub fn push(&mut self, event: &SseEvent) {
         self.count(event);
-        let payload = Payload::of(event);
         match &mut self.state {
-            State::Folding(fold) => fold.push(&payload),
+            State::Folding(fold) => fold.push_event(event),
             State::Unknown => {}
             State::Detecting(held) => {
+                let payload = Payload::of(event);
                 let api = payload
                     .json
                     .as_ref()
@@ -264,6 +277,11 @@ impl Reply {
     /// `text_completion`, a Responses `response`, an Anthropic `message`, a
     /// Gemini `GenerateContentResponse`).
     pub fn from_body(api: Option<Api>, body: &[u8]) -> Result<Reply, AssembleError> {
+        if let Some(api @ (Api::ChatCompletions | Api::Completions)) = api
+            && let Some(reply) = ChatFold::body_text(api, body)
+        {
+            return Ok(reply);
+        }
         let value: Value =
             serde_json::from_slice(body).map_err(|e| AssembleError::InvalidJson(e.to_string()))?;
         let Value::Object(obj) = value else {

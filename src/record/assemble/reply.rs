@@ -117,23 +117,24 @@ impl Reply {
     /// `{"role", "content", "tool_calls": [{"id", "type": "function",
     /// "function": {"name", "arguments"}}], "reasoning", "refusal"}`.
     pub fn to_message(&self) -> Value {
-        let mut out = Map::new();
+        serde_json::to_value(self.history_message()).unwrap_or(Value::Null)
+    }
+
+    /// [`to_message`](Self::to_message) as a borrowing `Serialize` value,
+    /// written out without building a `Value` first.
+    pub fn history_message(&self) -> HistoryMessage<'_> {
         let choice = self.message();
-        let role = choice
-            .and_then(|c| c.role.as_deref())
-            .unwrap_or("assistant");
-        out.insert("role".into(), role.into());
-        let Some(choice) = choice else {
-            return Value::Object(out);
-        };
-        put(&mut out, "content", &choice.content);
-        if !choice.tool_calls.is_empty() {
-            let calls = choice.tool_calls.iter().map(history_tool_call).collect();
-            out.insert("tool_calls".into(), Value::Array(calls));
+        HistoryMessage {
+            role: choice
+                .and_then(|c| c.role.as_deref())
+                .unwrap_or("assistant"),
+            content: choice.and_then(|c| c.content.as_deref()),
+            tool_calls: choice
+                .map(|c| c.tool_calls.iter().map(HistoryToolCall::of).collect())
+                .unwrap_or_default(),
+            reasoning: choice.and_then(|c| c.reasoning.as_deref()),
+            refusal: choice.and_then(|c| c.refusal.as_deref()),
         }
-        put(&mut out, "reasoning", &choice.reasoning);
-        put(&mut out, "refusal", &choice.refusal);
-        Value::Object(out)
     }
 
     /// The flat comparison form of the reference assembler: per API the same
@@ -241,20 +242,47 @@ fn flat_tool_call(call: &ToolCall, item_id: bool) -> Value {
     Value::Object(m)
 }
 
-fn history_tool_call(call: &ToolCall) -> Value {
-    let mut function = Map::new();
-    put(&mut function, "name", &call.name);
-    function.insert("arguments".into(), call.arguments.clone().into());
-    let mut m = Map::new();
-    put(&mut m, "id", &call.id);
-    m.insert("type".into(), "function".into());
-    m.insert("function".into(), Value::Object(function));
-    Value::Object(m)
+/// The message history stores for a reply (see [`Reply::to_message`]).
+#[derive(Debug, Serialize)]
+pub struct HistoryMessage<'a> {
+    role: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<HistoryToolCall<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refusal: Option<&'a str>,
 }
 
-fn put(map: &mut Map<String, Value>, key: &str, value: &Option<String>) {
-    if let Some(v) = value {
-        map.insert(key.into(), v.clone().into());
+/// A tool call in the OpenAI shape, whatever API made it.
+#[derive(Debug, Serialize)]
+struct HistoryToolCall<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: HistoryFunction<'a>,
+}
+
+#[derive(Debug, Serialize)]
+struct HistoryFunction<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
+}
+
+impl<'a> HistoryToolCall<'a> {
+    fn of(call: &'a ToolCall) -> Self {
+        HistoryToolCall {
+            id: call.id.as_deref(),
+            kind: "function",
+            function: HistoryFunction {
+                name: call.name.as_deref(),
+                arguments: &call.arguments,
+            },
+        }
     }
 }
 

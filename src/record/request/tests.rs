@@ -40,7 +40,7 @@ fn responses_input_items_become_messages() {
         json!({"role": "user", "content": "weather in Paris?"})
     );
     assert_eq!(
-        request.messages[1]["tool_calls"][0]["function"]["name"],
+        request.messages[1].to_value()["tool_calls"][0]["function"]["name"],
         "weather"
     );
     assert_eq!(
@@ -82,9 +82,9 @@ fn anthropic_blocks_become_openai_messages() {
         request.messages[0],
         json!({"role": "user", "content": "weather?"})
     );
-    assert_eq!(request.messages[1]["content"], "Checking.");
+    assert_eq!(request.messages[1].to_value()["content"], "Checking.");
     assert_eq!(
-        request.messages[1]["tool_calls"][0]["function"]["arguments"],
+        request.messages[1].to_value()["tool_calls"][0]["function"]["arguments"],
         "{\"city\":\"Oslo\"}"
     );
     assert_eq!(
@@ -129,4 +129,49 @@ fn what_cannot_be_recorded_says_why() {
             .reason(),
         "no_conversation"
     );
+}
+
+#[test]
+fn a_chat_body_read_as_text_says_what_a_parsed_one_says() {
+    for body in [
+        json!({"model": "m", "stream": true, "user": "u", "metadata": {"session_id": "s-1"},
+               "messages": [{"role": "user", "content": "hi"}, 3, null, {"role": "assistant", "content": "yo"}]}),
+        json!({"model": 7, "stream": "yes", "user": null, "metadata": {"session_id": 5}, "messages": []}),
+        json!({"model": "m\u{e9}\"", "stream": false, "metadata": [], "messages": [{}], "tools": [{"x": {"y": [1]}}]}),
+        json!({"messages": [{"role": "system", "content": "s", "model": "kept?"}]}),
+    ] {
+        let text = serde_json::to_string_pretty(&body).unwrap();
+        let fast = super::parse_chat(text.as_bytes()).unwrap().unwrap();
+        let Value::Object(obj) = &body else {
+            unreachable!()
+        };
+        let messages: Vec<Value> = super::chat_messages(obj).unwrap();
+        assert_eq!(fast.messages, messages, "{text}");
+        assert_eq!(
+            fast.model,
+            obj.get("model").and_then(Value::as_str).map(str::to_owned)
+        );
+        assert_eq!(
+            fast.stream,
+            obj.get("stream").and_then(Value::as_bool).unwrap_or(false)
+        );
+        assert_eq!(
+            fast.user,
+            obj.get("user").and_then(Value::as_str).map(str::to_owned)
+        );
+        assert_eq!(
+            fast.metadata_session,
+            obj.get("metadata")
+                .and_then(|m| m.get("session_id"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        );
+    }
+    // A member given twice: the last one counts, as in a parsed body.
+    let twice = parse(
+        Api::ChatCompletions,
+        br#"{"model":"a","messages":[],"model":"b"}"#,
+    )
+    .unwrap();
+    assert_eq!(twice.model.as_deref(), Some("b"));
 }
