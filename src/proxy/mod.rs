@@ -162,10 +162,16 @@ impl Proxy {
     }
 
     fn upstream_uri(&self, path: &str, query: Option<&str>) -> Result<Uri, ProxyError> {
-        let uri = match query {
-            Some(q) => format!("{}{path}?{q}", self.base),
-            None => format!("{}{path}", self.base),
-        };
+        // Pushed rather than `format!`ed: this runs on every request.
+        let mut uri = String::with_capacity(
+            self.base.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+        );
+        uri.push_str(&self.base);
+        uri.push_str(path);
+        if let Some(q) = query {
+            uri.push('?');
+            uri.push_str(q);
+        }
         Ok(Uri::try_from(uri).map_err(http::Error::from)?)
     }
 
