@@ -163,9 +163,8 @@ impl Proxy {
 
     fn upstream_uri(&self, path: &str, query: Option<&str>) -> Result<Uri, ProxyError> {
         // Pushed rather than `format!`ed: this runs on every request.
-        let mut uri = String::with_capacity(
-            self.base.len() + path.len() + query.map_or(0, |q| q.len() + 1),
-        );
+        let mut uri =
+            String::with_capacity(self.base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
         uri.push_str(&self.base);
         uri.push_str(path);
         if let Some(q) = query {

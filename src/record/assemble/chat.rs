@@ -71,11 +71,12 @@ impl ChatFold {
     /// looks at ([`ChunkText`]) rather than into a `Value` tree, which was
     /// most of the cost of recording a chat answer; data that is not the
     /// usual shape (a member of another type, a member given twice, not
-    /// JSON) goes the general way, with the same result.
+    /// JSON) goes the general way, with the same result. One difference,
+    /// on purpose: a member the fold does not look at may nest deeper than
+    /// a `Value` can, where the general way would drop the whole chunk.
     pub(super) fn push_text(&mut self, event: &str, data: &str) {
         if event != "error"
             && json_text::is_object(data.as_bytes())
-            && json_text::within_depth(data.as_bytes())
             && let Ok(chunk) = serde_json::from_str::<ChunkText>(data)
         {
             self.chunk_text(&chunk, false);
@@ -88,7 +89,7 @@ impl ChatFold {
     /// [`push_text`](Self::push_text) reads a chunk, each choice's `message`
     /// as its delta. `None` when the body needs the general way.
     pub(super) fn body_text(api: Api, body: &[u8]) -> Option<Reply> {
-        if !json_text::is_object(body) || !json_text::within_depth(body) {
+        if !json_text::is_object(body) {
             return None;
         }
         let chunk: ChunkText = serde_json::from_slice(body).ok()?;
@@ -574,6 +575,16 @@ mod tests {
             }
         }
         assert!(read_as_text > 1000, "{read_as_text} bodies read as text");
+    }
+
+    #[test]
+    fn a_member_nested_too_deep_for_a_value_does_not_lose_the_chunk() {
+        let deep = format!("{}1{}", "[".repeat(500), "]".repeat(500));
+        let data = format!(r#"{{"x":{deep},"choices":[{{"delta":{{"content":"kept"}}}}]}}"#);
+        let mut fold = ChatFold::new(Api::ChatCompletions);
+        fold.push_text("message", &data);
+        let reply = fold.finish();
+        assert_eq!(reply.message().unwrap().content.as_deref(), Some("kept"));
     }
 
     #[test]
