@@ -382,10 +382,15 @@ impl Store for RedisStore {
                 *at = (*at).max(turn.at_ms);
             }
         }
-        let mut pruned = std::collections::HashSet::new();
-        for ((key, member), at_ms) in &indexes {
-            pipe.zadd(key, member, *at_ms).ignore();
-            if pruned.insert(key.clone()) && self.prune_due(key) {
+        // One ZADD per index for the whole batch: a command costs Redis more
+        // to read, dispatch and answer than a member costs it to add.
+        let mut by_index: HashMap<String, Vec<(u64, String)>> = HashMap::new();
+        for ((key, member), at_ms) in indexes {
+            by_index.entry(key).or_default().push((at_ms, member));
+        }
+        for (key, members) in &by_index {
+            pipe.zadd_multiple(key, members).ignore();
+            if self.prune_due(key) {
                 pipe.zrembyscore(key, "-inf", format!("({}", self.cutoff_ms()))
                     .ignore()
                     .expire(key, self.ttl_secs())

@@ -79,7 +79,7 @@ impl ChatFold {
             && json_text::is_object(data.as_bytes())
             && let Ok(chunk) = serde_json::from_str::<ChunkText>(data)
         {
-            self.chunk_text(&chunk, false);
+            self.chunk_text(chunk, false);
             return;
         }
         self.push(&Payload::of_data(event, data));
@@ -94,18 +94,24 @@ impl ChatFold {
         }
         let chunk: ChunkText = serde_json::from_slice(body).ok()?;
         let mut fold = ChatFold::new(api);
-        fold.chunk_text(&chunk, true);
+        fold.chunk_text(chunk, true);
         Some(fold.finish())
     }
 
-    fn chunk_text(&mut self, chunk: &ChunkText, body: bool) {
+    /// Takes the chunk by value: its `usage` and `error` move into the fold.
+    fn chunk_text(&mut self, chunk: ChunkText, body: bool) {
         first_non_empty_str(&mut self.id, chunk.id.as_deref());
         first_non_empty_str(&mut self.model, chunk.model.as_deref());
-        if let Some(error) = chunk.error.as_ref().filter(|e| !e.is_null()) {
-            self.error = Some(error.clone());
+        if let Some(error) = chunk.error.filter(|e| !e.is_null()) {
+            self.error = Some(error);
         }
-        let groq = chunk.x_groq.as_ref().and_then(|x| x.usage.as_ref());
-        self.take_usage(chunk.usage.as_ref(), groq);
+        match (chunk.usage.filter(|u| !u.is_null()), &self.usage) {
+            (Some(usage), _) => self.usage = Some(usage),
+            (None, None) => {
+                self.usage = chunk.x_groq.and_then(|x| x.usage).filter(|u| !u.is_null());
+            }
+            (None, Some(_)) => {}
+        }
         let text_mode = self.api == Api::Completions;
         for (position, choice) in chunk.choices.iter().flatten().enumerate() {
             // A body's `message` stands in for the delta, even as null.
