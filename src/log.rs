@@ -55,13 +55,18 @@ pub fn init(settings: &LogSettings) -> LogGuard {
         .with_env_filter(filter)
         .with_ansi(ansi)
         .with_writer(buffer.clone());
-    match settings.format {
-        LogFormat::Json => builder
+    match (settings.format, ansi) {
+        (LogFormat::Json, _) => builder
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .init(),
-        LogFormat::Text => builder.init(),
+        // The default field formatter paints every field name (italic, a
+        // dimmed `=`) even with colours off: through `fmt` three times per
+        // field, and the request span's three fields are formatted on every
+        // request. Without colours this writes the same `name=value` text.
+        (LogFormat::Text, false) => builder.fmt_fields(plain_fields()).init(),
+        (LogFormat::Text, true) => builder.init(),
     }
     let _ = SINK.set(Sink {
         buffer: buffer.clone(),
@@ -69,6 +74,24 @@ pub fn init(settings: &LogSettings) -> LogGuard {
         ansi,
     });
     LogGuard(buffer)
+}
+
+/// `message`, then `name=value` for the other fields, space separated: what
+/// tracing-subscriber's default field formatter writes without colours.
+fn plain_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        if field.name() == "message" {
+            write!(writer, "{value:?}")
+        } else {
+            write!(
+                writer,
+                "{}={value:?}",
+                field.name().trim_start_matches("r#")
+            )
+        }
+    })
+    .delimited(" ")
 }
 
 /// Writes the lines still buffered when dropped (at exit).

@@ -54,6 +54,10 @@ pub struct Message {
     stamped: bool,
 }
 
+/// A message nested deeper than a `serde_json::Value` may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooDeep;
+
 /// The members of a message that history looks at; the rest is skipped.
 #[derive(Deserialize)]
 struct Head<'a> {
@@ -73,14 +77,16 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 
 impl Message {
     /// A message from the JSON text of an object, as a client sent it.
-    /// `None` when `raw` is not an object.
-    pub fn from_raw(raw: &str) -> Option<Message> {
+    /// `Ok(None)` when `raw` is not an object; an error when it nests
+    /// deeper than a `Value` may (it could not be read back).
+    pub fn from_raw(raw: &str) -> Result<Option<Message>, TooDeep> {
         if !raw.starts_with('{') {
-            return None;
+            return Ok(None);
         }
-        match serde_json::from_str::<Head>(raw) {
+        let json = compact(raw).ok_or(TooDeep)?;
+        Ok(match serde_json::from_str::<Head>(raw) {
             Ok(head) => Some(Message {
-                json: compact(raw),
+                json,
                 role: Role::of(head.role.as_deref().unwrap_or("")),
                 stamped: head.model || head.timestamp,
             }),
@@ -90,7 +96,7 @@ impl Message {
                 .ok()
                 .as_ref()
                 .and_then(Message::from_value),
-        }
+        })
     }
 
     /// A message from an object. `None` when `value` is not an object.
@@ -162,7 +168,7 @@ mod tests {
     fn a_message_is_stored_with_its_members_in_order_then_model_and_timestamp() {
         let raw = r#"{ "role" : "user",
             "content": "a \"quoted\" \\ word  with  spaces\n" , "name":"x" }"#;
-        let message = Message::from_raw(raw).unwrap();
+        let message = Message::from_raw(raw).unwrap().unwrap();
         assert_eq!(message.role(), Role::Other);
         let text = message.stamp("\"gpt-4o\"", TIME);
         assert_eq!(
@@ -182,7 +188,7 @@ mod tests {
             json!({"role": "user", "content": "x", "model": null}),
         ] {
             let raw = serde_json::to_string_pretty(&value).unwrap();
-            let from_raw = Message::from_raw(&raw).unwrap();
+            let from_raw = Message::from_raw(&raw).unwrap().unwrap();
             let from_value = Message::from_value(&value).unwrap();
             assert_eq!(from_raw, value);
             let mut expected = value.clone();
@@ -195,7 +201,7 @@ mod tests {
 
     #[test]
     fn roles_are_read_whatever_the_text_looks_like() {
-        let role = |raw: &str| Message::from_raw(raw).unwrap().role();
+        let role = |raw: &str| Message::from_raw(raw).unwrap().unwrap().role();
         assert_eq!(role(r#"{"role":"assistant"}"#), Role::Assistant);
         assert_eq!(
             role(r#"{"content":"x","role":"\u0073ystem"}"#),
@@ -207,7 +213,9 @@ mod tests {
         );
         assert_eq!(role(r#"{"role":7}"#), Role::Other);
         assert_eq!(role(r#"{"role":null}"#), Role::Other);
-        assert!(Message::from_raw("[1]").is_none());
-        assert!(Message::from_raw("\"text\"").is_none());
+        assert_eq!(Message::from_raw("[1]"), Ok(None));
+        assert_eq!(Message::from_raw("\"text\""), Ok(None));
+        let deep = format!("{{\"content\":{}1{}}}", "[".repeat(127), "]".repeat(127));
+        assert_eq!(Message::from_raw(&deep), Err(TooDeep));
     }
 }

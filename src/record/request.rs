@@ -110,7 +110,7 @@ struct Metadata<'a> {
 /// the body is not a plain JSON object (not JSON, a member given twice):
 /// the general parse then decides, and names the error.
 fn parse_chat(body: &[u8]) -> Option<Result<TurnRequest, RequestError>> {
-    if !json_text::is_object(body) || !json_text::within_depth(body) {
+    if !json_text::is_object(body) {
         return None;
     }
     let top: ChatBody = serde_json::from_slice(body).ok()?;
@@ -118,10 +118,13 @@ fn parse_chat(body: &[u8]) -> Option<Result<TurnRequest, RequestError>> {
         .messages
         .map(|m| serde_json::from_str::<Vec<&RawValue>>(m.get()))
     {
+        // A message too deep to store goes the general way, which names
+        // the body invalid: the turn is not recorded, and that is counted.
         Some(Ok(raw)) => raw
             .iter()
-            .filter_map(|m| Message::from_raw(m.get()))
-            .collect(),
+            .filter_map(|m| Message::from_raw(m.get()).transpose())
+            .collect::<Result<_, _>>()
+            .ok()?,
         _ => {
             return Some(Err(RequestError::NoConversation(
                 "messages is not an array",
