@@ -4,7 +4,7 @@
 //! A chat request's messages are most of what history stores, and each
 //! stored message is the request's message plus the turn's `model` and
 //! `timestamp`. Parsing every message into a `serde_json::Value` tree,
-//! inserting two members and writing it out again was about a third of the
+//! inserting two members and writing it out again was about a fifth of the
 //! instructions of a recorded request; a message is instead kept as its own
 //! text with whitespace removed, and the two members are appended to that
 //! text. Only a message that already has a `model` or `timestamp` member

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Instructions per request of tether (and of the bare pass-through), counted
+# by valgrind's callgrind: the same total for the same binary and inputs
+# whatever else the machine is doing, unlike CPU time on shared cores.
+#
+#   bench/callgrind.sh                 # tether-off, tether-mem, bare; non-streamed
+#   bench/callgrind.sh stream          # the same with 50-chunk streams (per chunk)
+#   TETHER=/path/to/tether bench/callgrind.sh   # another build of tether
+#
+# Each subject runs under callgrind twice, for WARM and WARM+COUNT requests sent
+# one after another on one keep-alive connection, each in a new session; the
+# difference over COUNT is the cost per request, start-up and warm-up left out.
+# Needs valgrind and python3; builds nothing (run `cargo build --release
+# --workspace` first). Profiles stay in target/callgrind/ for callgrind_annotate.
+set -euo pipefail
+
+MODE=${1:-non-stream}
+WARM=${WARM:-100}
+COUNT=${COUNT:-1000}
+[ "$MODE" = stream ] && { WARM=20; COUNT=${COUNT_STREAMS:-200}; }
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=$ROOT/target/release
+TETHER=${TETHER:-$BIN/tether}
+OUT=$ROOT/target/callgrind
+mkdir -p "$OUT"
+UP_PORT=${UP_PORT:-18181}
+PORT=${PORT:-18182}
+
+drive() { # requests
+    python3 - "$PORT" "$1" "$MODE" <<'EOF'
+import http.client, json, sys
+port, n, stream = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "stream"
+body = json.dumps({"model": "bench-model", "stream": stream, "messages": [
+    {"role": "system", "content": "You are a benchmark."},
+    {"role": "user", "content": "Say something short."}]}, separators=(",", ":"))
+conn = http.client.HTTPConnection("127.0.0.1", port)
+for i in range(n):
+    conn.request("POST", "/v1/chat/completions", body=body, headers={
+        "authorization": "Bearer bench-key", "content-type": "application/json",
+        "x-session-id": f"cg-{n}-{i}"})
+    response = conn.getresponse()
+    data = response.read()
+    assert response.status == 200, (response.status, data)
+EOF
+}
+
+wait_up() {
+    for _ in $(seq 150); do
+        curl -s -o /dev/null "http://127.0.0.1:$PORT/" && return
+        sleep 0.2
+    done
+    echo "subject did not start" >&2
+    exit 1
+}
+
+# Instructions for $1 requests through subject $2 (off | mem | bare).
+count() {
+    local n=$1 subject=$2 file="$OUT/$2.$MODE.$1.out" pid
+    case $subject in
+        bare) valgrind --tool=callgrind --callgrind-out-file="$file" \
+                "$BIN/bench-passthrough" --listen "127.0.0.1:$PORT" \
+                --upstream "http://127.0.0.1:$UP_PORT" >/dev/null 2>"$file.log" & ;;
+        *) TETHER_RECORD__ENABLED=$([ "$subject" = mem ] && echo true || echo false) \
+           TETHER_LOG__LEVEL=info valgrind --tool=callgrind --callgrind-out-file="$file" \
+                "$TETHER" --listen "127.0.0.1:$PORT" \
+                --upstream "http://127.0.0.1:$UP_PORT" >/dev/null 2>"$file.log" & ;;
+    esac
+    pid=$!
+    wait_up
+    drive "$n"
+    sleep 1
+    kill -INT "$pid"
+    sleep 1
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" || true
+    grep -h "Collected" "$file.log" | awk '{print $NF}'
+}
+
+"$BIN/bench-upstream" --listen "127.0.0.1:$UP_PORT" >/dev/null 2>&1 &
+UPSTREAM=$!
+trap 'kill $UPSTREAM 2>/dev/null || true' EXIT
+
+per=$([ "$MODE" = stream ] && echo "per chunk (50 a stream)" || echo "per request")
+for subject in bare off mem; do
+    low=$(count "$WARM" "$subject")
+    high=$(count $((WARM + COUNT)) "$subject")
+    if [ "$MODE" = stream ]; then
+        echo "$subject: $(( (high - low) / COUNT / 50 )) instructions $per"
+    else
+        echo "$subject: $(( (high - low) / COUNT )) instructions $per"
+    fi
+done
