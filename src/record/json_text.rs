@@ -1,6 +1,12 @@
 //! JSON text handled without parsing it into a tree, for the strict reads of
 //! the recording path (a request's messages, a chat chunk).
 
+use std::borrow::Cow;
+use std::marker::PhantomData;
+
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+
 /// serde_json's nesting limit: text nested deeper is not a `Value`.
 const MAX_DEPTH: usize = 127;
 
@@ -50,6 +56,135 @@ pub fn compact(json: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// A member read as a string when it is one, as `Value::as_str` reads it:
+/// any other value is skipped unparsed and reads as `None`. Borrowed from
+/// the text unless it has escapes.
+#[derive(Debug, Default, PartialEq)]
+pub struct MaybeStr<'a>(pub Option<Cow<'a, str>>);
+
+/// A member that is `true` only when it is the JSON `true`
+/// (`Value::as_bool(..).unwrap_or(false)`).
+#[derive(Debug, Default, PartialEq)]
+pub struct MaybeTrue(pub bool);
+
+/// A member read as a whole number when it is a non-negative integer, as
+/// `Value::as_u64` reads it.
+#[derive(Debug, Default, PartialEq)]
+pub struct MaybeU64(pub Option<u64>);
+
+/// What a lenient member took from a value of the type it wants; every
+/// other value is skipped by [`Lenient`] and gives `Default`.
+trait Want<'de>: Default {
+    fn str(_: Cow<'de, str>) -> Self {
+        Self::default()
+    }
+    fn bool(_: bool) -> Self {
+        Self::default()
+    }
+    fn u64(_: u64) -> Self {
+        Self::default()
+    }
+}
+
+impl<'de: 'a, 'a> Want<'de> for MaybeStr<'a> {
+    fn str(text: Cow<'de, str>) -> Self {
+        MaybeStr(Some(text))
+    }
+}
+
+impl Want<'_> for MaybeTrue {
+    fn bool(value: bool) -> Self {
+        MaybeTrue(value)
+    }
+}
+
+impl Want<'_> for MaybeU64 {
+    fn u64(value: u64) -> Self {
+        MaybeU64(Some(value))
+    }
+}
+
+/// The visitor behind the lenient members: it takes any JSON value.
+struct Lenient<T>(PhantomData<T>);
+
+impl<'de, T: Want<'de>> Visitor<'de> for Lenient<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_borrowed_str<E>(self, text: &'de str) -> Result<T, E> {
+        Ok(T::str(Cow::Borrowed(text)))
+    }
+
+    fn visit_str<E>(self, text: &str) -> Result<T, E> {
+        Ok(T::str(Cow::Owned(text.to_owned())))
+    }
+
+    fn visit_string<E>(self, text: String) -> Result<T, E> {
+        Ok(T::str(Cow::Owned(text)))
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<T, E> {
+        Ok(T::bool(value))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<T, E> {
+        Ok(T::u64(value))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<T, E> {
+        Ok(T::default())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<T, E> {
+        Ok(T::default())
+    }
+
+    fn visit_unit<E>(self) -> Result<T, E> {
+        Ok(T::default())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<T, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(T::default())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(T::default())
+    }
+}
+
+macro_rules! lenient_deserialize {
+    ($($ty:ty),*) => {$(
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_any(Lenient(PhantomData))
+            }
+        }
+    )*};
+}
+
+lenient_deserialize!(MaybeTrue, MaybeU64);
+
+impl<'de: 'a, 'a> Deserialize<'de> for MaybeStr<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Lenient(PhantomData))
+    }
+}
+
+impl MaybeStr<'_> {
+    pub fn as_deref(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+
+    pub fn into_owned(self) -> Option<String> {
+        self.0.map(Cow::into_owned)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,6 +198,37 @@ mod tests {
         );
         assert_eq!(compact(r#"{"a":"\\"}"#), r#"{"a":"\\"}"#);
         assert_eq!(compact(r#"{"a":"\\" , "b":" "}"#), r#"{"a":"\\","b":" "}"#);
+    }
+
+    #[test]
+    fn lenient_members_read_what_a_value_would() {
+        use serde_json::Value;
+        for text in [
+            r#""text""#,
+            r#""esc\u00e9""#,
+            "true",
+            "false",
+            "null",
+            "7",
+            "-7",
+            "7.0",
+            "1e2",
+            "18446744073709551615",
+            "18446744073709551616",
+            "[1,[2]]",
+            r#"{"a":{"b":1}}"#,
+            "{}",
+        ] {
+            let value: Value = serde_json::from_str(text).unwrap();
+            let s: MaybeStr = serde_json::from_str(text).unwrap();
+            assert_eq!(s.as_deref(), value.as_str(), "{text}");
+            let b: MaybeTrue = serde_json::from_str(text).unwrap();
+            assert_eq!(b.0, value.as_bool().unwrap_or(false), "{text}");
+            let n: MaybeU64 = serde_json::from_str(text).unwrap();
+            assert_eq!(n.0, value.as_u64(), "{text}");
+        }
+        let borrowed: MaybeStr = serde_json::from_str(r#""plain""#).unwrap();
+        assert!(matches!(borrowed.0, Some(Cow::Borrowed("plain"))));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::Api;
-use super::json_text;
+use super::json_text::{self, MaybeStr, MaybeTrue};
 use super::message::Message;
 
 /// A recorded request, parsed.
@@ -88,21 +88,21 @@ pub fn parse(api: Api, body: &[u8]) -> Result<TurnRequest, RequestError> {
 #[derive(Deserialize)]
 struct ChatBody<'a> {
     #[serde(borrow, default)]
-    model: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    stream: Option<&'a RawValue>,
+    model: MaybeStr<'a>,
+    #[serde(default)]
+    stream: MaybeTrue,
     #[serde(borrow, default)]
     messages: Option<&'a RawValue>,
     #[serde(borrow, default)]
     metadata: Option<&'a RawValue>,
     #[serde(borrow, default)]
-    user: Option<&'a RawValue>,
+    user: MaybeStr<'a>,
 }
 
 #[derive(Deserialize)]
 struct Metadata<'a> {
     #[serde(borrow, default)]
-    session_id: Option<&'a RawValue>,
+    session_id: MaybeStr<'a>,
 }
 
 /// A Chat Completions request read without building a `Value` of the body:
@@ -131,28 +131,21 @@ fn parse_chat(body: &[u8]) -> Option<Result<TurnRequest, RequestError>> {
             )));
         }
     };
+    // Metadata is rare: read only when present, and only as an object.
     let session = top
         .metadata
+        .filter(|m| json_text::is_object(m.get().as_bytes()))
         .and_then(|m| serde_json::from_str::<Metadata>(m.get()).ok())
-        .and_then(|m| m.session_id)
-        .and_then(raw_string);
+        .and_then(|m| m.session_id.into_owned());
     Some(Ok(TurnRequest {
         api: Api::ChatCompletions,
-        model: top.model.and_then(raw_string),
-        stream: top.stream.is_some_and(|s| s.get() == "true"),
+        model: top.model.into_owned(),
+        stream: top.stream.0,
         system: Vec::new(),
         messages,
         metadata_session: session,
-        user: top.user.and_then(raw_string),
+        user: top.user.into_owned(),
     }))
-}
-
-/// The string a member holds, if it holds one.
-fn raw_string(raw: &RawValue) -> Option<String> {
-    raw.get()
-        .starts_with('"')
-        .then(|| serde_json::from_str(raw.get()).ok())
-        .flatten()
 }
 
 /// Chat Completions: `messages`, the objects among them.

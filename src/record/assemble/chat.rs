@@ -2,17 +2,15 @@
 //! `completions.rs`): merges `choices[].delta` chunks per choice index, keeps
 //! the last non-null finish reason and usage, and picks up in-stream errors.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::reply::{Choice, Reply};
 use super::tool_calls::ToolCalls;
 use super::{Api, Payload, error_of, string_of};
-use crate::record::json_text;
+use crate::record::json_text::{self, MaybeStr, MaybeU64};
 
 /// One choice being assembled.
 #[derive(Debug, Default)]
@@ -119,10 +117,7 @@ impl ChatFold {
                 (Some(message), true) => message.as_ref(),
                 _ => choice.delta.as_ref(),
             };
-            let index = choice
-                .index
-                .and_then(|i| i.get().parse().ok())
-                .unwrap_or(position as u64);
+            let index = choice.index.0.unwrap_or(position as u64);
             self.choices.entry(index).or_default().apply(
                 ChoiceView {
                     text: choice.text.as_deref(),
@@ -336,9 +331,9 @@ fn push_str_value(target: &mut String, value: Option<&Value>) {
 #[derive(Deserialize)]
 struct ChunkText<'a> {
     #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
+    id: MaybeStr<'a>,
     #[serde(borrow, default)]
-    model: Option<Cow<'a, str>>,
+    model: MaybeStr<'a>,
     #[serde(default)]
     error: Option<Value>,
     #[serde(default)]
@@ -357,10 +352,10 @@ struct GroqText {
 
 #[derive(Deserialize)]
 struct ChoiceText<'a> {
+    #[serde(default)]
+    index: MaybeU64,
     #[serde(borrow, default)]
-    index: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    text: Option<Cow<'a, str>>,
+    text: MaybeStr<'a>,
     #[serde(borrow, default)]
     delta: Option<DeltaText<'a>>,
     /// Present (even as null) or not: a body's message replaces the delta.
@@ -375,7 +370,7 @@ struct ChoiceText<'a> {
 #[derive(Deserialize)]
 struct DeltaText<'a> {
     #[serde(borrow, default)]
-    role: Option<Cow<'a, str>>,
+    role: MaybeStr<'a>,
     #[serde(default)]
     content: Option<Value>,
     /// Present-as-null counts: it turns `reasoning_details` off.
