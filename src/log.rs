@@ -161,28 +161,7 @@ fn write_text(out: &mut Vec<u8>, line: &AccessLine<'_>, now: SystemTime, ansi: b
     } else {
         let _ = write!(out, "{time}  INFO tether::access: request");
     }
-    out.extend_from_slice(b" request_id=");
-    out.extend_from_slice(line.request_id.as_bytes());
-    out.extend_from_slice(b" class=");
-    out.extend_from_slice(line.class.as_bytes());
-    out.extend_from_slice(b" method=");
-    out.extend_from_slice(line.method.as_bytes());
-    out.extend_from_slice(b" path=");
-    out.extend_from_slice(line.path.as_bytes());
-    out.extend_from_slice(b" status=");
-    push_int(out, line.status as u64);
-    if let Some(upstream) = line.upstream {
-        out.extend_from_slice(b" upstream_ms=");
-        push_millis(out, upstream);
-    }
-    out.extend_from_slice(b" overhead_ms=");
-    push_millis(out, line.overhead);
-    out.extend_from_slice(b" total_ms=");
-    push_millis(out, line.total);
-    out.extend_from_slice(b" bytes=");
-    push_int(out, line.bytes);
-    out.extend_from_slice(b" end=");
-    out.extend_from_slice(line.end.as_bytes());
+    write_fields(out, line, Fields::Text);
     out.push(b'\n');
 }
 
@@ -191,31 +170,67 @@ fn write_text(out: &mut Vec<u8>, line: &AccessLine<'_>, now: SystemTime, ansi: b
 fn write_json(out: &mut Vec<u8>, line: &AccessLine<'_>, now: SystemTime) {
     let _ = write!(
         out,
-        r#"{{"timestamp":"{}","level":"INFO","message":"request","request_id":"#,
+        r#"{{"timestamp":"{}","level":"INFO","message":"request""#,
         humantime::format_rfc3339_micros(now)
     );
-    push_json_str(out, line.request_id);
-    out.extend_from_slice(br#","class":"#);
-    push_json_str(out, line.class);
-    out.extend_from_slice(br#","method":"#);
-    push_json_str(out, line.method);
-    out.extend_from_slice(br#","path":"#);
-    push_json_str(out, line.path);
-    out.extend_from_slice(br#","status":"#);
-    push_int(out, line.status as u64);
-    if let Some(upstream) = line.upstream {
-        out.extend_from_slice(br#","upstream_ms":"#);
-        push_millis(out, upstream);
-    }
-    out.extend_from_slice(br#","overhead_ms":"#);
-    push_millis(out, line.overhead);
-    out.extend_from_slice(br#","total_ms":"#);
-    push_millis(out, line.total);
-    out.extend_from_slice(br#","bytes":"#);
-    push_int(out, line.bytes);
-    out.extend_from_slice(br#","end":"#);
-    push_json_str(out, line.end);
+    write_fields(out, line, Fields::Json);
     out.extend_from_slice(b",\"target\":\"tether::access\"}\n");
+}
+
+/// How a field is written: ` name=value`, or `,"name":value` with strings
+/// quoted and escaped.
+#[derive(Clone, Copy)]
+enum Fields {
+    Text,
+    Json,
+}
+
+impl Fields {
+    fn name(self, out: &mut Vec<u8>, name: &str) {
+        let (before, after): (&[u8], &[u8]) = match self {
+            Fields::Text => (b" ", b"="),
+            Fields::Json => (b",\"", b"\":"),
+        };
+        out.extend_from_slice(before);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(after);
+    }
+
+    fn text(self, out: &mut Vec<u8>, value: &str) {
+        match self {
+            Fields::Text => out.extend_from_slice(value.as_bytes()),
+            Fields::Json => push_json_str(out, value),
+        }
+    }
+}
+
+fn write_fields(out: &mut Vec<u8>, line: &AccessLine<'_>, fields: Fields) {
+    for (name, value) in [
+        ("request_id", line.request_id),
+        ("class", line.class),
+        ("method", line.method),
+        ("path", line.path),
+    ] {
+        fields.name(out, name);
+        fields.text(out, value);
+    }
+    fields.name(out, "status");
+    push_int(out, line.status as u64);
+    let times = [
+        ("upstream_ms", line.upstream),
+        ("overhead_ms", Some(line.overhead)),
+        ("total_ms", Some(line.total)),
+    ];
+    for (name, time) in times {
+        if let Some(time) = time {
+            fields.name(out, name);
+            push_millis(out, time);
+        }
+    }
+    fields.name(out, "bytes");
+    push_int(out, line.bytes);
+    fields.name(out, "end");
+    fields.text(out, line.end);
 }
 
 fn push_int(out: &mut Vec<u8>, n: u64) {
