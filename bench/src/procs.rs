@@ -88,6 +88,10 @@ impl Drop for Proc {
 pub struct Sample {
     pub cpu: Duration,
     pub rss_kib: u64,
+    /// Context switches of all the process's threads, voluntary or not: each
+    /// is a thread parked and woken (a system call, and on a VM often an
+    /// inter-processor interrupt), which CPU time per request hides inside.
+    pub switches: u64,
 }
 
 impl Sample {
@@ -95,8 +99,27 @@ impl Sample {
         Sample {
             cpu: cpu_time(pid).unwrap_or_default(),
             rss_kib: rss_kib(pid).unwrap_or_default(),
+            switches: context_switches(pid).unwrap_or_default(),
         }
     }
+}
+
+/// The sum of `voluntary_ctxt_switches` and `nonvoluntary_ctxt_switches`
+/// over `/proc/<pid>/task/*/status`.
+fn context_switches(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0;
+    for task in tasks.flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        total += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Some(total)
 }
 
 /// utime + stime of `/proc/<pid>/stat`, in clock ticks turned into time.

@@ -259,7 +259,7 @@ enum Cell {
 }
 
 /// The per-subject table: label, cell, metric, format.
-const ROWS: [(&str, Cell, &str, &str); 18] = [
+const ROWS: [(&str, Cell, &str, &str); 20] = [
     ("non-stream req/s (conc)", Cell::Median, "rps", "{:.0}"),
     ("  p50 latency µs", Cell::Median, "p50_us", "{:.0}"),
     ("  p99 latency µs", Cell::Median, "p99_us", "{:.0}"),
@@ -273,6 +273,12 @@ const ROWS: [(&str, Cell, &str, &str); 18] = [
     ),
     ("  added p99 µs", Cell::Added, "p99_1_us", "{:+.0}"),
     ("CPU µs / request", Cell::Median, "cpu_us_per_req", "{:.1}"),
+    (
+        "  context switches / request",
+        Cell::Median,
+        "switches_per_req",
+        "{:.2}",
+    ),
     (
         "  redis-server CPU µs / req",
         Cell::Median,
@@ -295,6 +301,12 @@ const ROWS: [(&str, Cell, &str, &str); 18] = [
         Cell::Median,
         "cpu_us_per_chunk",
         "{:.1}",
+    ),
+    (
+        "  context switches / chunk",
+        Cell::Median,
+        "switches_per_chunk",
+        "{:.2}",
     ),
     (
         "  byte-exact streams",

@@ -49,6 +49,11 @@ pub async fn round(subjects: &[Subject], plan: &Plan, round: usize, results: &mu
         if let (Some(a), Some(b)) = (cpu0, cpu1) {
             let cpu_us = (b.cpu - a.cpu).as_secs_f64() * 1e6;
             results.push(s.name(), "cpu_us_per_req", cpu_us / run.ok.max(1) as f64);
+            results.push(
+                s.name(),
+                "switches_per_req",
+                b.switches.saturating_sub(a.switches) as f64 / run.ok.max(1) as f64,
+            );
             results.push(s.name(), "rss_mib", b.rss_kib as f64 / 1024.0);
         }
         if let (Some(a), Some(b)) = (store0, store1) {

@@ -57,6 +57,11 @@ pub async fn round(
                 "cpu_us_per_chunk",
                 cpu_us / run.chunks.max(1) as f64,
             );
+            results.push(
+                s.name(),
+                "switches_per_chunk",
+                b.switches.saturating_sub(a.switches) as f64 / run.chunks.max(1) as f64,
+            );
         }
         let Some(before) = before else { continue };
         if run.recorded.len() as u64 != run.ok {
