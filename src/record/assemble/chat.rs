@@ -4,13 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::chunk::{ChoiceView, ChunkText, DeltaText, DeltaView};
 use super::reply::{Choice, Reply};
 use super::tool_calls::ToolCalls;
 use super::{Api, Payload, error_of, string_of};
-use crate::record::json_text::{self, MaybeStr, MaybeU64};
+use crate::record::json_text;
 
 /// One choice being assembled.
 #[derive(Debug, Default)]
@@ -325,124 +325,6 @@ fn push_str_value(target: &mut String, value: Option<&Value>) {
     }
 }
 
-/// The members of a chunk that the fold reads, borrowed from its text where
-/// they are strings. Strict: a member of an unexpected type fails the parse,
-/// and the chunk goes the general way.
-#[derive(Deserialize)]
-struct ChunkText<'a> {
-    #[serde(borrow, default)]
-    id: MaybeStr<'a>,
-    #[serde(borrow, default)]
-    model: MaybeStr<'a>,
-    #[serde(default)]
-    error: Option<Value>,
-    #[serde(default)]
-    usage: Option<Value>,
-    #[serde(default)]
-    x_groq: Option<GroqText>,
-    #[serde(borrow, default)]
-    choices: Option<Vec<ChoiceText<'a>>>,
-}
-
-#[derive(Deserialize)]
-struct GroqText {
-    #[serde(default)]
-    usage: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct ChoiceText<'a> {
-    #[serde(default)]
-    index: MaybeU64,
-    #[serde(borrow, default)]
-    text: MaybeStr<'a>,
-    #[serde(borrow, default)]
-    delta: Option<DeltaText<'a>>,
-    /// Present (even as null) or not: a body's message replaces the delta.
-    #[serde(borrow, default, deserialize_with = "present")]
-    message: Option<Option<DeltaText<'a>>>,
-    #[serde(default)]
-    finish_reason: Option<Value>,
-    #[serde(default)]
-    logprobs: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct DeltaText<'a> {
-    #[serde(borrow, default)]
-    role: MaybeStr<'a>,
-    #[serde(default)]
-    content: Option<Value>,
-    /// Present-as-null counts: it turns `reasoning_details` off.
-    #[serde(default, deserialize_with = "present")]
-    reasoning_content: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    reasoning: Option<Value>,
-    #[serde(default)]
-    reasoning_details: Option<Value>,
-    #[serde(default)]
-    refusal: Option<Value>,
-    #[serde(default)]
-    tool_calls: Option<Value>,
-}
-
-impl DeltaText<'_> {
-    fn view(&self) -> DeltaView<'_> {
-        DeltaView {
-            role: self.role.as_deref(),
-            content: self.content.as_ref(),
-            reasoning_content: self.reasoning_content.as_ref(),
-            reasoning: self.reasoning.as_ref(),
-            reasoning_details: self.reasoning_details.as_ref(),
-            refusal: self.refusal.as_ref(),
-            tool_calls: self.tool_calls.as_ref(),
-        }
-    }
-}
-
-/// `Some` for a member that is there, whatever its value (null included).
-fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    T::deserialize(d).map(Some)
-}
-
-/// One choice of a chunk as the fold reads it, from either form.
-struct ChoiceView<'a> {
-    text: Option<&'a str>,
-    delta: Option<DeltaView<'a>>,
-    finish_reason: Option<&'a Value>,
-    logprobs: Option<&'a Value>,
-}
-
-/// A delta as the fold reads it; a member is `Some` when present, null
-/// included.
-struct DeltaView<'a> {
-    role: Option<&'a str>,
-    content: Option<&'a Value>,
-    reasoning_content: Option<&'a Value>,
-    reasoning: Option<&'a Value>,
-    reasoning_details: Option<&'a Value>,
-    refusal: Option<&'a Value>,
-    tool_calls: Option<&'a Value>,
-}
-
-impl<'a> DeltaView<'a> {
-    fn of_map(delta: &'a Map<String, Value>) -> Self {
-        DeltaView {
-            role: delta.get("role").and_then(Value::as_str),
-            content: delta.get("content"),
-            reasoning_content: delta.get("reasoning_content"),
-            reasoning: delta.get("reasoning"),
-            reasoning_details: delta.get("reasoning_details"),
-            refusal: delta.get("refusal"),
-            tool_calls: delta.get("tool_calls"),
-        }
-    }
-}
-
 /// A non-streamed `chat.completion` (or `text_completion`) as one chunk:
 /// each choice's `message` becomes its `delta`.
 pub(super) fn body_as_chunk(body: Map<String, Value>) -> Map<String, Value> {
@@ -497,95 +379,6 @@ mod tests {
         assert_eq!(reply.finish_reason(), Some("length"));
         assert_eq!(reply.usage, Some(json!({"total_tokens": 1})));
         assert_eq!(reply.id.as_deref(), Some("a"));
-    }
-
-    /// Odd shapes that the strict read turns away or must read alike.
-    const ODD_CHUNKS: &[&str] = &[
-        r#"{"id":5,"model":"","choices":[{"index":"0","delta":{"content":"a","reasoning":null,"reasoning_details":[{"text":"no"}]}}]}"#,
-        r#"{"choices":[{"index":1,"delta":{"role":"assistant","content":[{"type":"text","text":"p"}]},"finish_reason":7}],"usage":null,"x_groq":{"usage":{"t":1}}}"#,
-        r#"{"choices":[{"delta":{"role":7,"content":"r"}}]}"#,
-        r#"[{"id":"array"}]"#,
-        r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c","function":{"name":"f","arguments":"{"}}]}},{"delta":null,"text":"t"}]}"#,
-        r#"{"choices":[{"index":0,"message":null,"delta":{"content":"d"}},{"index":2,"message":{"content":"m"}}]}"#,
-        r#"{"choices":[1,{"delta":{"refusal":"no"}}],"error":null}"#,
-        r#"{"choices":[],"choices":[{"delta":{"content":"twice"}}]}"#,
-        r#"{"choices":{"0":{}},"error":{"message":"boom"}}"#,
-        r#"{"choices":[{"index":1.0,"delta":{"reasoning_content":"rc","reasoning":"r"},"logprobs":{"content":[{"token":"a","logprob":-1}]}}]}"#,
-        r#"{"id":"x\u00e9","choices":[{"index":18446744073709551616,"text":"big","finish_reason":"stop"}]}"#,
-        "not json",
-        "[DONE]",
-    ];
-
-    /// Every event's data of every recorded stream, whatever its API.
-    fn recorded_data() -> Vec<String> {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/streams/");
-        let mut data = Vec::new();
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "sse") {
-                let body = std::fs::read(&path).unwrap();
-                let (events, _) = crate::record::sse::parse_all(&body).unwrap();
-                data.extend(events.into_iter().map(|e| e.data));
-            }
-        }
-        data
-    }
-
-    #[test]
-    fn read_as_text_or_as_a_value_chunks_fold_alike() {
-        let mut all: Vec<String> = ODD_CHUNKS.iter().map(|s| s.to_string()).collect();
-        all.extend(recorded_data());
-        assert!(all.len() > 1000, "{} events", all.len());
-        for api in [Api::ChatCompletions, Api::Completions] {
-            let (mut text, mut general) = (ChatFold::new(api), ChatFold::new(api));
-            for data in &all {
-                text.push_text("message", data);
-                general.push(&Payload::of_data("message", data));
-                // One at a time too, so a difference names its chunk.
-                let (mut one, mut other) = (ChatFold::new(api), ChatFold::new(api));
-                one.push_text("message", data);
-                other.push(&Payload::of_data("message", data));
-                assert_eq!(one.finish().to_json(), other.finish().to_json(), "{data}");
-            }
-            assert_eq!(text.finish().to_json(), general.finish().to_json());
-        }
-    }
-
-    #[test]
-    fn read_as_text_or_as_a_value_bodies_fold_alike() {
-        let mut read_as_text = 0;
-        for data in ODD_CHUNKS
-            .iter()
-            .map(|s| s.to_string())
-            .chain(recorded_data())
-        {
-            for api in [Api::ChatCompletions, Api::Completions] {
-                let general = match serde_json::from_str::<Value>(&data) {
-                    Ok(Value::Object(obj)) => {
-                        let mut fold = ChatFold::new(api);
-                        fold.chunk(&body_as_chunk(obj));
-                        Some(fold.finish().to_json())
-                    }
-                    _ => None,
-                };
-                // When the strict read declines, `from_body` goes the general way.
-                if let Some(reply) = ChatFold::body_text(api, data.as_bytes()) {
-                    assert_eq!(Some(reply.to_json()), general, "{data}");
-                    read_as_text += 1;
-                }
-            }
-        }
-        assert!(read_as_text > 1000, "{read_as_text} bodies read as text");
-    }
-
-    #[test]
-    fn a_member_nested_too_deep_for_a_value_does_not_lose_the_chunk() {
-        let deep = format!("{}1{}", "[".repeat(500), "]".repeat(500));
-        let data = format!(r#"{{"x":{deep},"choices":[{{"delta":{{"content":"kept"}}}}]}}"#);
-        let mut fold = ChatFold::new(Api::ChatCompletions);
-        fold.push_text("message", &data);
-        let reply = fold.finish();
-        assert_eq!(reply.message().unwrap().content.as_deref(), Some("kept"));
     }
 
     #[test]

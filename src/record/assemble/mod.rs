@@ -7,6 +7,7 @@
 
 mod anthropic;
 mod chat;
+mod chunk;
 mod completions;
 mod gemini;
 mod pyjson;
