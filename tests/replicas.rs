@@ -15,21 +15,26 @@ use common::{MockUpstream, RedisServer, Tether, client};
 use serde_json::json;
 
 async fn replica(mock: &MockUpstream, redis: &RedisServer) -> Tether {
-    let url = redis.url();
-    Tether::start_with(&mock.url(), move |s| {
-        s.redis.url = url;
-        s.streams.checkpoint_interval_ms = 50;
-    })
-    .await
+    replica_with_idle_timeout(mock, redis, None).await
 }
 
 /// A replica whose heartbeat period is a third of a second (idle timeout 1 s).
 async fn quick_beating_replica(mock: &MockUpstream, redis: &RedisServer) -> Tether {
+    replica_with_idle_timeout(mock, redis, Some(1)).await
+}
+
+async fn replica_with_idle_timeout(
+    mock: &MockUpstream,
+    redis: &RedisServer,
+    idle_timeout_secs: Option<u64>,
+) -> Tether {
     let url = redis.url();
     Tether::start_with(&mock.url(), move |s| {
         s.redis.url = url;
-        s.streams.idle_timeout_secs = 1;
         s.streams.checkpoint_interval_ms = 50;
+        if let Some(secs) = idle_timeout_secs {
+            s.streams.idle_timeout_secs = secs;
+        }
     })
     .await
 }

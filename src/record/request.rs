@@ -53,7 +53,7 @@ pub fn parse(api: Api, body: &[u8]) -> Result<TurnRequest, RequestError> {
     if api == Api::ChatCompletions
         && let Some(request) = parse_chat(body)
     {
-        return request;
+        return Ok(request);
     }
     let value: Value =
         serde_json::from_slice(body).map_err(|e| RequestError::NotJson(e.to_string()))?;
@@ -91,8 +91,10 @@ struct ChatBody<'a> {
     model: MaybeStr<'a>,
     #[serde(default)]
     stream: MaybeTrue,
+    /// Each message as the text it was sent as. Not an array: the parse
+    /// fails, and the general way names the error.
     #[serde(borrow, default)]
-    messages: Option<&'a RawValue>,
+    messages: Option<Vec<&'a RawValue>>,
     #[serde(borrow, default)]
     metadata: Option<&'a RawValue>,
     #[serde(borrow, default)]
@@ -107,37 +109,27 @@ struct Metadata<'a> {
 
 /// A Chat Completions request read without building a `Value` of the body:
 /// its messages stay the text they were sent as ([`Message`]). `None` when
-/// the body is not a plain JSON object (not JSON, a member given twice):
-/// the general parse then decides, and names the error.
-fn parse_chat(body: &[u8]) -> Option<Result<TurnRequest, RequestError>> {
+/// the body is not the usual shape (not JSON, a member given twice, no
+/// array of messages, a message too deep to store): the general parse then
+/// decides, and names the error.
+fn parse_chat(body: &[u8]) -> Option<TurnRequest> {
     if !json_text::is_object(body) {
         return None;
     }
     let top: ChatBody = serde_json::from_slice(body).ok()?;
-    let messages = match top
-        .messages
-        .map(|m| serde_json::from_str::<Vec<&RawValue>>(m.get()))
-    {
-        // A message too deep to store goes the general way, which names
-        // the body invalid: the turn is not recorded, and that is counted.
-        Some(Ok(raw)) => raw
-            .iter()
-            .filter_map(|m| Message::from_raw(m.get()).transpose())
-            .collect::<Result<_, _>>()
-            .ok()?,
-        _ => {
-            return Some(Err(RequestError::NoConversation(
-                "messages is not an array",
-            )));
-        }
-    };
+    let messages = top
+        .messages?
+        .iter()
+        .filter_map(|m| Message::from_raw(m.get()).transpose())
+        .collect::<Result<_, _>>()
+        .ok()?;
     // Metadata is rare: read only when present, and only as an object.
     let session = top
         .metadata
         .filter(|m| json_text::is_object(m.get().as_bytes()))
         .and_then(|m| serde_json::from_str::<Metadata>(m.get()).ok())
         .and_then(|m| m.session_id.into_owned());
-    Some(Ok(TurnRequest {
+    Some(TurnRequest {
         api: Api::ChatCompletions,
         model: top.model.into_owned(),
         stream: top.stream.0,
@@ -145,7 +137,7 @@ fn parse_chat(body: &[u8]) -> Option<Result<TurnRequest, RequestError>> {
         messages,
         metadata_session: session,
         user: top.user.into_owned(),
-    }))
+    })
 }
 
 /// Chat Completions: `messages`, the objects among them.

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
+use redis::{AsyncCommands, AsyncConnectionConfig};
 
 use super::checkpoints::{
     CheckpointStore, Checkpointed, Control, ControlRequests, EventBatch, EventsRead, Follower,
@@ -117,14 +117,12 @@ impl CheckpointStore for RedisStore {
     }
 
     async fn heartbeat(&self, id: &str, heartbeat_ms: u64, events: u64) -> Result<(), StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.hset_multiple(
+        let mut conn = self.conn.clone();
+        self.timed(conn.hset_multiple::<_, _, _, ()>(
             Key::StreamMeta(id).to_redis(),
             &[("heartbeat_ms", heartbeat_ms), ("events", events)],
-        )
-        .ignore();
-        let mut conn = self.conn.clone();
-        self.timed(pipe.query_async::<()>(&mut conn)).await
+        ))
+        .await
     }
 
     async fn cancel_requested(&self, id: &str) -> Result<bool, StoreError> {

@@ -103,13 +103,7 @@ impl ChatFold {
         if let Some(error) = chunk.error.filter(|e| !e.is_null()) {
             self.error = Some(error);
         }
-        match (chunk.usage.filter(|u| !u.is_null()), &self.usage) {
-            (Some(usage), _) => self.usage = Some(usage),
-            (None, None) => {
-                self.usage = chunk.x_groq.and_then(|x| x.usage).filter(|u| !u.is_null());
-            }
-            (None, Some(_)) => {}
-        }
+        self.take_usage(chunk.usage, chunk.x_groq.and_then(|x| x.usage));
         let text_mode = self.api == Api::Completions;
         for (position, choice) in chunk.choices.iter().flatten().enumerate() {
             // A body's `message` stands in for the delta, even as null.
@@ -138,7 +132,7 @@ impl ChatFold {
             self.error = Some(error.clone());
         }
         let groq = obj.get("x_groq").and_then(|x| x.get("usage"));
-        self.take_usage(obj.get("usage"), groq);
+        self.take_usage(obj.get("usage").cloned(), groq.cloned());
         let Some(Value::Array(choices)) = obj.get("choices") else {
             return;
         };
@@ -169,13 +163,14 @@ impl ChatFold {
 
     /// The last non-null `usage`; Groq's `x_groq.usage` only when no
     /// top-level usage came before.
-    fn take_usage(&mut self, usage: Option<&Value>, groq: Option<&Value>) {
+    /// Takes the values: a strict-read chunk's move in, a map's are cloned.
+    fn take_usage(&mut self, usage: Option<Value>, groq: Option<Value>) {
         if let Some(usage) = usage.filter(|u| !u.is_null()) {
-            self.usage = Some(usage.clone());
+            self.usage = Some(usage);
             return;
         }
         if let (Some(usage), None) = (groq.filter(|u| !u.is_null()), &self.usage) {
-            self.usage = Some(usage.clone());
+            self.usage = Some(usage);
         }
     }
 

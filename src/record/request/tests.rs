@@ -141,7 +141,7 @@ fn a_chat_body_read_as_text_says_what_a_parsed_one_says() {
         json!({"messages": [{"role": "system", "content": "s", "model": "kept?"}]}),
     ] {
         let text = serde_json::to_string_pretty(&body).unwrap();
-        let fast = super::parse_chat(text.as_bytes()).unwrap().unwrap();
+        let fast = super::parse_chat(text.as_bytes()).unwrap();
         let Value::Object(obj) = &body else {
             unreachable!()
         };
