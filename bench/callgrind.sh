@@ -4,6 +4,7 @@
 # whatever else the machine is doing, unlike CPU time on shared cores.
 #
 #   bench/callgrind.sh                 # tether-off, tether-mem, bare; non-streamed
+#   SUBJECTS="redis" bench/callgrind.sh  # tether recording into a redis-server of its own
 #   bench/callgrind.sh stream          # the same with 50-chunk streams (per chunk)
 #   TETHER=/path/to/tether bench/callgrind.sh   # another build of tether
 #
@@ -25,6 +26,8 @@ OUT=$ROOT/target/callgrind
 mkdir -p "$OUT"
 UP_PORT=${UP_PORT:-18181}
 PORT=${PORT:-18182}
+REDIS_PORT=${REDIS_PORT:-18183}
+SUBJECTS=${SUBJECTS:-bare off mem}
 
 drive() { # requests
     python3 - "$PORT" "$1" "$MODE" <<'EOF'
@@ -53,17 +56,19 @@ wait_up() {
     exit 1
 }
 
-# Instructions for $1 requests through subject $2 (off | mem | bare).
+# Instructions for $1 requests through subject $2 (off | mem | redis | bare).
 count() {
     local n=$1 subject=$2 file="$OUT/$2.$MODE.$1.out" pid
     case $subject in
         bare) valgrind --tool=callgrind --callgrind-out-file="$file" \
                 "$BIN/bench-passthrough" --listen "127.0.0.1:$PORT" \
                 --upstream "http://127.0.0.1:$UP_PORT" >/dev/null 2>"$file.log" & ;;
-        *) TETHER_RECORD__ENABLED=$([ "$subject" = mem ] && echo true || echo false) \
+        *) TETHER_RECORD__ENABLED=$([ "$subject" = off ] && echo false || echo true) \
            TETHER_LOG__LEVEL=info valgrind --tool=callgrind --callgrind-out-file="$file" \
                 "$TETHER" --listen "127.0.0.1:$PORT" \
-                --upstream "http://127.0.0.1:$UP_PORT" >/dev/null 2>"$file.log" & ;;
+                --upstream "http://127.0.0.1:$UP_PORT" \
+                $([ "$subject" = redis ] && echo --redis-url "redis://127.0.0.1:$REDIS_PORT/") \
+                >/dev/null 2>"$file.log" & ;;
     esac
     pid=$!
     wait_up
@@ -78,10 +83,15 @@ count() {
 
 "$BIN/bench-upstream" --listen "127.0.0.1:$UP_PORT" >/dev/null 2>&1 &
 UPSTREAM=$!
-trap 'kill $UPSTREAM 2>/dev/null || true' EXIT
+REDIS=
+if [[ " $SUBJECTS " == *" redis "* ]]; then
+    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no >/dev/null &
+    REDIS=$!
+fi
+trap 'kill $UPSTREAM $REDIS 2>/dev/null || true' EXIT
 
 per=$([ "$MODE" = stream ] && echo "per chunk (50 a stream)" || echo "per request")
-for subject in bare off mem; do
+for subject in $SUBJECTS; do
     low=$(count "$WARM" "$subject")
     high=$(count $((WARM + COUNT)) "$subject")
     if [ "$MODE" = stream ]; then

@@ -43,8 +43,12 @@ impl App {
         let retention = store::Retention {
             history_ttl: settings.history_ttl,
         };
-        let stores = store::connect(&settings.store, retention).await?;
         let metrics = Arc::new(Metrics::new());
+        let memory = store::MemoryBudget {
+            max_bytes: settings.store_memory_max_bytes,
+            evicted: metrics.history_evicted.clone(),
+        };
+        let stores = store::connect(&settings.store, retention, memory).await?;
         let streams = Arc::new(Registry::new(
             settings.streams.retention,
             settings.streams.max_detached,

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub history_messages: Counter,
     /// History writes that failed and were dropped (logged with the session id).
     pub history_dropped: Counter,
+    /// Sessions the embedded store evicted to stay under `store.memory_max_mb`.
+    pub history_evicted: Counter,
     /// Stream events written to the checkpoint store.
     pub checkpointed_events: Counter,
     /// Streams whose checkpoints stopped, by why (they stay resumable on their own replica).
@@ -159,6 +161,12 @@ impl Metrics {
             "History turns that could not be written and were dropped",
             history_dropped.clone(),
         );
+        let history_evicted = Counter::default();
+        registry.register(
+            "history_evicted",
+            "Sessions the embedded store evicted, least recently written first, to stay under store.memory_max_mb",
+            history_evicted.clone(),
+        );
         let checkpointed_events = Counter::default();
         registry.register(
             "checkpointed_events",
@@ -260,6 +268,7 @@ impl Metrics {
             history_turns,
             history_messages,
             history_dropped,
+            history_evicted,
             by_class: Default::default(),
         }
     }

@@ -217,7 +217,7 @@ async fn upstream_faults_are_recorded_as_incomplete_and_interrupted() {
 /// are stored once.
 #[tokio::test]
 async fn a_batch_written_twice_is_stored_once() {
-    use tether::store::{Retention, Turn, UsageTotals, connect};
+    use tether::store::{MemoryBudget, Retention, Turn, UsageTotals, connect};
     let redis = RedisServer::start();
     let settings = tether::config::StoreSettings::Redis {
         url: redis.url(),
@@ -228,7 +228,11 @@ async fn a_batch_written_twice_is_stored_once() {
     let retention = Retention {
         history_ttl: Duration::from_secs(60),
     };
-    let store = connect(&settings, retention).await.unwrap().history;
+    let memory = MemoryBudget {
+        max_bytes: usize::MAX,
+        evicted: Default::default(),
+    };
+    let store = connect(&settings, retention, memory).await.unwrap().history;
     let tenant = tether::tenant::Tenant::from_credential(KEY);
     let session = tether::session::SessionId::parse("replayed").unwrap();
     let batch: Vec<_> = (0..20)

@@ -1,15 +1,27 @@
 //! The embedded store, used when no Redis is configured. It lives in the
 //! process: nothing survives a restart, and replicas do not share it.
 //!
-//! One `std::sync::Mutex` guards the maps: every operation is a few map
-//! lookups with no `.await` while it is held, so a blocking mutex is both
-//! simpler and cheaper than an async one.
+//! Sessions are spread over [`SHARDS`] maps, each behind its own
+//! `std::sync::Mutex`: every operation is a few map lookups with no `.await`
+//! while a lock is held, so a blocking mutex is both simpler and cheaper
+//! than an async one. Shards keep each map small, so growing one (a rehash
+//! of every entry) stalls the writer for a fraction of what one map of every
+//! session would: 89 ms at 229,376 sessions in one map, which at 23,000
+//! turns a second overflowed the write-behind queue in the benchmark.
+//!
+//! The store is bounded twice: sessions past `history.ttl_secs` are swept
+//! out at least every [`SWEEP_EVERY`] (not only when read), and when what it
+//! holds passes `store.memory_max_mb` the least recently written sessions
+//! are evicted, counted in `tether_history_evicted_total` and logged.
 
 use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use prometheus_client::metrics::counter::Counter;
 
 use super::{
     MessageRange, Messages, Retention, Scope, SessionEntry, SessionInfo, SessionPage, Store,
@@ -18,28 +30,126 @@ use super::{
 use crate::session::SessionId;
 use crate::tenant::Tenant;
 
+/// Maps the sessions are spread over.
+const SHARDS: usize = 32;
+
+/// Expired sessions are removed at least this often (more often when the
+/// TTL is shorter: every half TTL).
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// A full store logs its evictions at most this often (the metric counts each).
+const EVICTION_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// What a session costs besides its messages' text (its key, info and map
+/// slot), and what each message costs besides its text, as counted against
+/// the budget. Estimates: the budget bounds memory, it does not measure it.
+const SESSION_OVERHEAD: usize = 256;
+const MESSAGE_OVERHEAD: usize = 48;
+
+/// An eviction frees the shard down to this share of its budget, so that
+/// the next write does not evict again.
+const EVICT_TO: f64 = 0.9;
+
 #[derive(Debug)]
 struct Session {
     messages: Vec<StoredMessage>,
     info: SessionInfo,
     /// History expires `history_ttl` after the last write, as in Redis.
     expires: Instant,
+    /// What the session counts against the budget.
+    bytes: usize,
 }
 
 type SessionKey = (Tenant, String);
 
+#[derive(Debug, Default)]
+struct Shard {
+    sessions: HashMap<SessionKey, Session>,
+    bytes: usize,
+}
+
+impl Shard {
+    fn remove(&mut self, key: &SessionKey) -> Option<Session> {
+        let session = self.sessions.remove(key)?;
+        self.bytes -= session.bytes;
+        Some(session)
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let mut freed = 0;
+        self.sessions.retain(|_, s| {
+            let keep = s.expires > now;
+            if !keep {
+                freed += s.bytes;
+            }
+            keep
+        });
+        self.bytes -= freed;
+    }
+
+    /// Drops the least recently written sessions until the shard holds
+    /// `target` bytes or less; returns how many went. Finds the newest write
+    /// time that must go, then drops every session written no later.
+    fn evict_to(&mut self, target: usize) -> usize {
+        let mut by_age: Vec<(Instant, usize)> = self
+            .sessions
+            .values()
+            .map(|s| (s.expires, s.bytes))
+            .collect();
+        by_age.sort_unstable_by_key(|(expires, _)| *expires);
+        let mut left = self.bytes;
+        let Some(cutoff) = by_age.iter().find_map(|(expires, bytes)| {
+            left -= bytes;
+            (left <= target).then_some(*expires)
+        }) else {
+            return 0;
+        };
+        let before = self.sessions.len();
+        let mut freed = 0;
+        self.sessions.retain(|_, s| {
+            let keep = s.expires > cutoff;
+            if !keep {
+                freed += s.bytes;
+            }
+            keep
+        });
+        self.bytes -= freed;
+        before - self.sessions.len()
+    }
+}
+
 #[derive(Debug)]
 pub struct MemoryStore {
-    sessions: Mutex<HashMap<SessionKey, Session>>,
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
     retention: Retention,
+    /// `store.memory_max_mb`, split evenly between the shards.
+    shard_budget: usize,
+    swept: Mutex<Instant>,
+    evicted: Counter,
+    /// Evictions not logged yet, and when the last warning went out: a full
+    /// store evicts on every few writes, and says so once a minute.
+    unlogged: Mutex<(u64, Option<Instant>)>,
 }
 
 impl MemoryStore {
-    pub fn new(retention: Retention) -> Self {
+    /// A store that holds up to about `max_bytes` of history, counting each
+    /// session it evicts to stay under it in `evicted`.
+    pub fn new(retention: Retention, max_bytes: usize, evicted: Counter) -> Self {
         Self {
-            sessions: Mutex::default(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
             retention,
+            shard_budget: (max_bytes / SHARDS).max(1),
+            swept: Mutex::new(Instant::now()),
+            evicted,
+            unlogged: Mutex::new((0, None)),
         }
+    }
+
+    fn shard(&self, key: &SessionKey) -> std::sync::MutexGuard<'_, Shard> {
+        let index = self.hasher.hash_one(key) as usize % SHARDS;
+        self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Runs `f` on the live session, dropping it first if it has expired.
@@ -49,16 +159,78 @@ impl MemoryStore {
         session: &SessionId,
         f: impl FnOnce(Option<&mut Session>) -> R,
     ) -> R {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let key = (tenant.clone(), session.as_str().to_owned());
-        if sessions
+        let mut shard = self.shard(&key);
+        if shard
+            .sessions
             .get(&key)
             .is_some_and(|s| s.expires <= Instant::now())
         {
-            sessions.remove(&key);
+            shard.remove(&key);
         }
-        f(sessions.get_mut(&key))
+        f(shard.sessions.get_mut(&key))
     }
+
+    /// Removes expired sessions from every shard, when a sweep is due.
+    fn sweep_if_due(&self, now: Instant) {
+        let every = (self.retention.history_ttl / 2).min(SWEEP_EVERY);
+        {
+            let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+            if now.duration_since(*swept) < every {
+                return;
+            }
+            *swept = now;
+        }
+        for shard in self.shards.iter() {
+            shard.lock().unwrap_or_else(|e| e.into_inner()).sweep(now);
+        }
+    }
+
+    fn evicted_sessions(&self, count: u64, now: Instant) {
+        self.evicted.inc_by(count);
+        let mut unlogged = self.unlogged.lock().unwrap_or_else(|e| e.into_inner());
+        unlogged.0 += count;
+        if unlogged
+            .1
+            .is_some_and(|at| now.duration_since(at) < EVICTION_LOG_EVERY)
+        {
+            return;
+        }
+        tracing::warn!(
+            evicted = unlogged.0,
+            "embedded store over store.memory_max_mb: least recently written sessions evicted"
+        );
+        *unlogged = (0, Some(now));
+    }
+
+    /// What the store holds, as counted against its budget.
+    pub fn bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).bytes)
+            .sum()
+    }
+
+    /// Every live session, with its shard locked in turn.
+    fn live_sessions<T>(&self, mut keep: impl FnMut(&SessionKey, &Session) -> Option<T>) -> Vec<T> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            out.extend(
+                shard
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| s.expires > now)
+                    .filter_map(|(key, s)| keep(key, s)),
+            );
+        }
+        out
+    }
+}
+
+fn message_bytes(message: &StoredMessage) -> usize {
+    message.as_bytes().len() + MESSAGE_OVERHEAD
 }
 
 #[async_trait]
@@ -89,25 +261,39 @@ impl Store for MemoryStore {
         session: &SessionId,
         turn: &Turn,
     ) -> Result<(), StoreError> {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
+        self.sweep_if_due(now);
         let key = (tenant.clone(), session.as_str().to_owned());
-        if sessions.get(&key).is_some_and(|s| s.expires <= now) {
-            sessions.remove(&key);
+        let mut shard = self.shard(&key);
+        if shard.sessions.get(&key).is_some_and(|s| s.expires <= now) {
+            shard.remove(&key);
         }
-        let fresh = !sessions.contains_key(&key);
-        let entry = sessions.entry(key).or_insert_with(|| Session {
+        let fresh = !shard.sessions.contains_key(&key);
+        let key_bytes = key.0.as_str().len() + key.1.len();
+        let entry = shard.sessions.entry(key).or_insert_with(|| Session {
             messages: Vec::new(),
             info: SessionInfo {
                 created_at_ms: turn.at_ms,
                 ..SessionInfo::default()
             },
             expires: now,
+            bytes: SESSION_OVERHEAD + key_bytes,
         });
+        let before = if fresh { 0 } else { entry.bytes };
         if fresh {
             entry.messages.extend(turn.if_new.iter().cloned());
         }
         entry.messages.extend(turn.messages.iter().cloned());
+        let new_messages = if fresh {
+            turn.if_new
+                .iter()
+                .chain(&turn.messages)
+                .map(message_bytes)
+                .sum::<usize>()
+        } else {
+            turn.messages.iter().map(message_bytes).sum()
+        };
+        entry.bytes += new_messages;
         let info = &mut entry.info;
         info.message_count = entry.messages.len();
         info.last_message_ms = turn.at_ms;
@@ -117,9 +303,18 @@ impl Store for MemoryStore {
         if let Some(model) = &turn.model
             && !info.models.contains(model)
         {
+            entry.bytes += model.len() + MESSAGE_OVERHEAD;
             info.models.push(model.clone());
         }
         entry.expires = now + self.retention.history_ttl;
+        let grown = entry.bytes - before;
+        shard.bytes += grown;
+        if shard.bytes > self.shard_budget {
+            let target = (self.shard_budget as f64 * EVICT_TO) as usize;
+            let evicted = shard.evict_to(target);
+            drop(shard);
+            self.evicted_sessions(evicted as u64, now);
+        }
         Ok(())
     }
 
@@ -173,21 +368,17 @@ impl Store for MemoryStore {
         offset: usize,
         limit: usize,
     ) -> Result<SessionPage, StoreError> {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        sessions.retain(|_, s| s.expires > now);
-        let mut entries: Vec<SessionEntry> = sessions
-            .iter()
-            .filter(|((tenant, _), _)| match scope {
+        let mut entries: Vec<SessionEntry> = self.live_sessions(|(tenant, id), s| {
+            let visible = match scope {
                 Scope::All => true,
                 Scope::Tenant(t) => t == tenant,
-            })
-            .map(|((tenant, id), s)| SessionEntry {
+            };
+            visible.then(|| SessionEntry {
                 tenant: tenant.clone(),
                 session_id: id.clone(),
                 last_activity_ms: s.info.last_message_ms,
             })
-            .collect();
+        });
         entries.sort_by(|a, b| {
             b.last_activity_ms
                 .cmp(&a.last_activity_ms)
@@ -203,20 +394,125 @@ impl Store for MemoryStore {
         tenant: &Tenant,
         session: &SessionId,
     ) -> Result<bool, StoreError> {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        let removed = sessions.remove(&(tenant.clone(), session.as_str().to_owned()));
+        let key = (tenant.clone(), session.as_str().to_owned());
+        let removed = self.shard(&key).remove(&key);
         Ok(removed.is_some_and(|s| s.expires > Instant::now()))
     }
 
     async fn tenants_of(&self, session: &SessionId) -> Result<Vec<Tenant>, StoreError> {
-        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        let mut tenants: Vec<Tenant> = sessions
-            .iter()
-            .filter(|((_, id), s)| id == session.as_str() && s.expires > now)
-            .map(|((tenant, _), _)| tenant.clone())
-            .collect();
+        let mut tenants: Vec<Tenant> =
+            self.live_sessions(|(tenant, id), _| (id == session.as_str()).then(|| tenant.clone()));
         tenants.sort();
         Ok(tenants)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::UsageTotals;
+
+    fn store(ttl: Duration, max_bytes: usize) -> MemoryStore {
+        let retention = Retention { history_ttl: ttl };
+        MemoryStore::new(retention, max_bytes, Counter::default())
+    }
+
+    fn turn(text: &str) -> Turn {
+        Turn {
+            id: text.to_owned(),
+            if_new: Vec::new(),
+            messages: vec![json!({"role": "user", "content": text}).into()],
+            usage: UsageTotals::default(),
+            model: None,
+            at_ms: 1,
+        }
+    }
+
+    async fn write(store: &MemoryStore, session: &str) {
+        let id = SessionId::parse(session).unwrap();
+        let text = format!("{session} {}", "x".repeat(200));
+        store
+            .append_turn(&Tenant::anonymous(), &id, &turn(&text))
+            .await
+            .unwrap();
+    }
+
+    async fn exists(store: &MemoryStore, session: &str) -> bool {
+        let id = SessionId::parse(session).unwrap();
+        store
+            .session_exists(&Tenant::anonymous(), &id)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn expired_sessions_are_swept_out_without_being_read() {
+        let store = store(Duration::from_millis(40), usize::MAX);
+        for i in 0..50 {
+            write(&store, &format!("old-{i}")).await;
+        }
+        let fifty = store.bytes();
+        assert!(fifty > 50 * 200, "{fifty}");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        write(&store, "new").await;
+        assert!(
+            store.bytes() < fifty / 40,
+            "{} left of {fifty}",
+            store.bytes()
+        );
+        let all = store.list_sessions(&Scope::All, 0, 100).await.unwrap();
+        assert_eq!(all.total, 1);
+    }
+
+    #[tokio::test]
+    async fn over_its_budget_the_store_evicts_the_least_recently_written_sessions() {
+        let budget = SHARDS * 8 * 1024;
+        let store = store(Duration::from_secs(3600), budget);
+        for i in 0..3000 {
+            write(&store, &format!("s-{i}")).await;
+        }
+        assert!(store.bytes() <= budget, "{} > {budget}", store.bytes());
+        let evicted = store.evicted.get();
+        assert!(evicted > 2000, "{evicted} evicted");
+        let kept = store
+            .list_sessions(&Scope::All, 0, 1000)
+            .await
+            .unwrap()
+            .total;
+        assert_eq!(kept as u64 + evicted, 3000);
+        // Each shard keeps its newest sessions: the last ones written are all there.
+        for i in 2990..3000 {
+            assert!(exists(&store, &format!("s-{i}")).await, "s-{i} evicted");
+        }
+        assert!(!exists(&store, "s-0").await, "the oldest kept");
+        // A session written again is recent again: the oldest one left
+        // survives the writes after it that evict its former peers.
+        let mut oldest = 0;
+        while !exists(&store, &format!("s-{oldest}")).await {
+            oldest += 1;
+        }
+        write(&store, &format!("s-{oldest}")).await;
+        for i in 3000..3100 {
+            write(&store, &format!("s-{i}")).await;
+        }
+        assert!(exists(&store, &format!("s-{oldest}")).await);
+    }
+
+    #[tokio::test]
+    async fn deleting_a_session_gives_its_bytes_back() {
+        let store = store(Duration::from_secs(3600), usize::MAX);
+        write(&store, "a").await;
+        write(&store, "a").await;
+        assert!(store.bytes() > 0);
+        let id = SessionId::parse("a").unwrap();
+        assert!(
+            store
+                .delete_session(&Tenant::anonymous(), &id)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.bytes(), 0);
     }
 }

@@ -257,6 +257,13 @@ pub struct Retention {
     pub history_ttl: Duration,
 }
 
+/// How much history the embedded store may hold (`store.memory_max_mb`),
+/// and where it counts the sessions it evicts to stay under it.
+pub struct MemoryBudget {
+    pub max_bytes: usize,
+    pub evicted: prometheus_client::metrics::counter::Counter,
+}
+
 /// The configured store, and where stream checkpoints go (Redis only).
 pub struct Stores {
     pub history: Arc<dyn Store>,
@@ -265,10 +272,18 @@ pub struct Stores {
 
 /// Builds the configured store. A Redis that does not answer yet is not an
 /// error: tether serves anyway and the connection is retried in the background.
-pub async fn connect(settings: &StoreSettings, retention: Retention) -> Result<Stores, StoreError> {
+pub async fn connect(
+    settings: &StoreSettings,
+    retention: Retention,
+    memory: MemoryBudget,
+) -> Result<Stores, StoreError> {
     Ok(match settings {
         StoreSettings::Memory => Stores {
-            history: Arc::new(MemoryStore::new(retention)),
+            history: Arc::new(MemoryStore::new(
+                retention,
+                memory.max_bytes,
+                memory.evicted,
+            )),
             checkpoints: None,
         },
         StoreSettings::Redis {
