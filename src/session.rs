@@ -9,7 +9,7 @@ pub const MAX_SESSION_ID_LEN: usize = 128;
 /// A checked session id: 1 to 128 characters of `[A-Za-z0-9._:-]`, starting
 /// with a letter or digit. The rule keeps ids safe inside Redis keys, URLs,
 /// headers and log lines without any escaping.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SessionId(String);
 
 /// Why a string is not a session id; the message is shown to the client.

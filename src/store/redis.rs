@@ -261,16 +261,19 @@ impl RedisStore {
     }
 
     /// The append script called for one turn.
-    fn append_invocation<'a>(
-        &self,
-        tenant: &Tenant,
-        session: &SessionId,
-        turn: &Turn,
-    ) -> redis::ScriptInvocation<'a> {
-        let mut invocation = APPEND_TURN.prepare_invoke();
-        invocation
-            .key(Key::Messages(tenant, session).to_redis())
-            .key(Key::SessionMeta(tenant, session).to_redis())
+    /// The EVALSHA that appends `turn`, written straight into one command
+    /// buffer (a `ScriptInvocation` copies every argument into a vector of
+    /// its own first, then into the command).
+    fn append_cmd(&self, tenant: &Tenant, session: &SessionId, turn: &Turn) -> redis::Cmd {
+        let messages = turn.if_new.iter().chain(&turn.messages);
+        let text: usize = messages.clone().map(|m| m.as_bytes().len()).sum();
+        let mut cmd =
+            redis::Cmd::with_capacity(12 + turn.if_new.len() + turn.messages.len(), text + 400);
+        cmd.arg("EVALSHA")
+            .arg(APPEND_TURN.get_hash())
+            .arg(2)
+            .arg(Key::Messages(tenant, session).to_redis())
+            .arg(Key::SessionMeta(tenant, session).to_redis())
             .arg(self.ttl_secs())
             .arg(turn.at_ms)
             .arg(turn.usage.prompt_tokens)
@@ -279,10 +282,25 @@ impl RedisStore {
             .arg(turn.model.as_deref().unwrap_or(""))
             .arg(&turn.id)
             .arg(turn.if_new.len());
-        for message in turn.if_new.iter().chain(&turn.messages) {
-            invocation.arg(message.as_bytes());
+        for message in messages {
+            cmd.arg(message.as_bytes());
         }
-        invocation
+        cmd
+    }
+
+    /// Sends `pipe`; when Redis does not know the turn script yet (first
+    /// use, or after a restart) loads it and sends `pipe` again.
+    async fn query_with_turn_script(&self, pipe: &redis::Pipeline) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        match self.timed(pipe.query_async::<()>(&mut conn)).await {
+            Err(StoreError::Redis(e))
+                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                self.timed(APPEND_TURN.load_async(&mut conn)).await?;
+                self.timed(pipe.query_async::<()>(&mut conn)).await
+            }
+            other => other,
+        }
     }
 
     /// True at most once per `PRUNE_INTERVAL` per index: pruning and the TTL
@@ -334,9 +352,10 @@ impl Store for RedisStore {
         session: &SessionId,
         turn: &Turn,
     ) -> Result<(), StoreError> {
-        let invocation = self.append_invocation(tenant, session, turn);
-        let mut conn = self.conn.clone();
-        self.timed(invocation.invoke_async::<()>(&mut conn)).await?;
+        let mut pipe = redis::pipe();
+        pipe.add_command(self.append_cmd(tenant, session, turn))
+            .ignore();
+        self.query_with_turn_script(&pipe).await?;
 
         self.touch_index(
             &Key::Sessions(tenant).to_redis(),
@@ -364,51 +383,39 @@ impl Store for RedisStore {
             return Ok(());
         }
         let mut pipe = redis::pipe();
-        let mut indexes: HashMap<(String, String), u64> = HashMap::new();
-        for (tenant, session, turn) in turns {
-            let invocation = self.append_invocation(tenant, session, turn);
-            pipe.invoke_script(&invocation).ignore();
-            for index in [
-                (
-                    Key::Sessions(tenant).to_redis(),
-                    session.as_str().to_owned(),
-                ),
-                (
-                    Key::AllSessions.to_redis(),
-                    all_sessions_member(tenant, session.as_str()),
-                ),
-            ] {
-                let at = indexes.entry(index).or_default();
-                *at = (*at).max(turn.at_ms);
-            }
-        }
-        // One ZADD per index for the whole batch: a command costs Redis more
+        // (index, member, last activity): one ZADD per index for the whole
+        // batch, each member at its latest time. A command costs Redis more
         // to read, dispatch and answer than a member costs it to add.
-        let mut by_index: HashMap<String, Vec<(u64, String)>> = HashMap::new();
-        for ((key, member), at_ms) in indexes {
-            by_index.entry(key).or_default().push((at_ms, member));
+        let mut members: Vec<(Key, String, u64)> = Vec::with_capacity(2 * turns.len());
+        for (tenant, session, turn) in turns {
+            pipe.add_command(self.append_cmd(tenant, session, turn))
+                .ignore();
+            members.push((
+                Key::Sessions(tenant),
+                session.as_str().to_owned(),
+                turn.at_ms,
+            ));
+            members.push((
+                Key::AllSessions,
+                all_sessions_member(tenant, session.as_str()),
+                turn.at_ms,
+            ));
         }
-        for (key, members) in &by_index {
-            pipe.zadd_multiple(key, members).ignore();
-            if self.prune_due(key) {
-                pipe.zrembyscore(key, "-inf", format!("({}", self.cutoff_ms()))
+        members.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)).then(b.2.cmp(&a.2)));
+        members.dedup_by(|later, first| later.0 == first.0 && later.1 == first.1);
+        for index in members.chunk_by(|a, b| a.0 == b.0) {
+            let key = index[0].0.to_redis();
+            let scored: Vec<(u64, &str)> =
+                index.iter().map(|(_, m, at)| (*at, m.as_str())).collect();
+            pipe.zadd_multiple(&key, &scored).ignore();
+            if self.prune_due(&key) {
+                pipe.zrembyscore(&key, "-inf", format!("({}", self.cutoff_ms()))
                     .ignore()
-                    .expire(key, self.ttl_secs())
+                    .expire(&key, self.ttl_secs())
                     .ignore();
             }
         }
-        let mut conn = self.conn.clone();
-        match self.timed(pipe.query_async::<()>(&mut conn)).await {
-            // EVALSHA of a script the server does not know yet (first use,
-            // or after a restart): load it, then send the batch again.
-            Err(StoreError::Redis(e))
-                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-            {
-                self.timed(APPEND_TURN.load_async(&mut conn)).await?;
-                self.timed(pipe.query_async::<()>(&mut conn)).await
-            }
-            other => other,
-        }
+        self.query_with_turn_script(&pipe).await
     }
 
     async fn read_messages(
