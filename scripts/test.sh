@@ -83,7 +83,14 @@ fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo clippy (tether and the benchmark)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --all-targets --locked "$@"
+# The benchmark's quick mode, in a debug build: it proves the harness end to
+# end (every answer byte-exact, every recorded turn stored, resumes exact)
+# and asserts nothing about speed.
+echo "== benchmark harness (bench --quick)"
+cargo run --locked --quiet -p bench -- --quick --json target/bench-quick.json >target/bench-quick.txt 2>&1 \
+  || { tail -40 target/bench-quick.txt; exit 1; }
+tail -3 target/bench-quick.txt

@@ -1,14 +1,19 @@
 //! The write-behind queue between recorders and the history store.
 //!
-//! Recorders hand finished turns over without waiting (`try_send` on a
-//! queue of `store.queue_capacity`); one task writes them to the store in
-//! order. When the store is down the task retries the turn at the head of
-//! the queue with backoff, so turns wait (in order) instead of being lost,
-//! and are flushed when the store returns. A turn that does not fit in the
+//! Recorders hand finished turns over without waiting; [`WRITERS`] tasks
+//! write them to the store, each the turns of the sessions that hash to it,
+//! so a session's turns are written in order while one writer's round trip
+//! overlaps the others' (one writer, one batch in flight at a time, fell
+//! behind a busy replica: a task among hundreds gets a small share of the
+//! CPU). The queues share one bound, `store.queue_capacity` turns. When the
+//! store is down each writer retries the batch at the head of its queue with
+//! backoff, so turns wait (in order) instead of being lost, and are flushed
+//! when the store returns. A turn that does not fit in the
 //! queue is dropped, counted in `tether_history_dropped_total` and logged
 //! with its session id. On shutdown the queue is flushed for what remains of
 //! the grace period.
 
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -20,6 +25,9 @@ use crate::metrics::Metrics;
 use crate::session::SessionId;
 use crate::store::{Store, Turn};
 use crate::tenant::Tenant;
+
+/// Tasks writing history, each with a queue of its own.
+const WRITERS: usize = 2;
 
 /// Turns written together at most: a batch is one pipeline, and this keeps
 /// it to a few megabytes at most.
@@ -35,8 +43,8 @@ const PERMANENT_ATTEMPTS: u32 = 3;
 
 /// A finished exchange waiting to be appended to its session's history.
 /// The recorder builds the turn (`turn::build`, timestamped when the
-/// exchange ended, however late the write), so the one writer task only
-/// writes.
+/// exchange ended, however late the write), so the writer tasks only
+/// write.
 pub struct PendingTurn {
     pub tenant: Tenant,
     pub session: SessionId,
@@ -47,41 +55,62 @@ pub struct PendingTurn {
 }
 
 pub struct HistoryWriter {
-    tx: std::sync::Mutex<Option<mpsc::Sender<PendingTurn>>>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    /// One queue per writer task; `None` once draining began.
+    tx: std::sync::Mutex<Option<Vec<mpsc::UnboundedSender<PendingTurn>>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Turns queued over all writers, bounded by `capacity`.
     depth: Arc<AtomicUsize>,
+    capacity: usize,
+    hasher: std::hash::RandomState,
     metrics: Arc<Metrics>,
 }
 
 impl HistoryWriter {
-    /// Starts the writer task.
+    /// Starts the writer tasks.
     pub fn spawn(store: Arc<dyn Store>, metrics: Arc<Metrics>, capacity: usize) -> HistoryWriter {
-        let (tx, rx) = mpsc::channel(capacity);
         let depth = Arc::new(AtomicUsize::new(0));
-        let task = tokio::spawn(run(store, metrics.clone(), rx, depth.clone()));
+        let (senders, tasks) = (0..WRITERS)
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let task = tokio::spawn(run(store.clone(), metrics.clone(), rx, depth.clone()));
+                (tx, task)
+            })
+            .unzip();
         HistoryWriter {
-            tx: std::sync::Mutex::new(Some(tx)),
-            task: Mutex::new(Some(task)),
+            tx: std::sync::Mutex::new(Some(senders)),
+            tasks: Mutex::new(tasks),
             depth,
+            capacity,
+            hasher: std::hash::RandomState::new(),
             metrics,
         }
     }
 
     /// Queues a turn without waiting; a full queue drops it (counted, logged).
     pub fn submit(&self, turn: PendingTurn) {
-        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let Some(tx) = tx else {
-            self.dropped(turn, "shutting down");
-            return;
-        };
-        self.depth.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = tx.try_send(turn) {
+        if self.depth.fetch_add(1, Ordering::Relaxed) >= self.capacity {
             self.depth.fetch_sub(1, Ordering::Relaxed);
-            let turn = match e {
-                mpsc::error::TrySendError::Full(t) | mpsc::error::TrySendError::Closed(t) => t,
-            };
             self.dropped(turn, "history queue full");
+            return;
         }
+        let writer = self.writer_of(&turn.tenant, &turn.session);
+        let sent = match &*self.tx.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(senders) => senders[writer].send(turn).map_err(|e| e.0),
+            None => Err(turn),
+        };
+        if let Err(turn) = sent {
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+            self.dropped(turn, "shutting down");
+        }
+    }
+
+    /// The writer that owns a session: always the same one, so that its
+    /// turns are written in the order they ended.
+    fn writer_of(&self, tenant: &Tenant, session: &SessionId) -> usize {
+        let mut hasher = self.hasher.build_hasher();
+        tenant.hash(&mut hasher);
+        session.hash(&mut hasher);
+        std::hash::Hasher::finish(&hasher) as usize % WRITERS
     }
 
     fn dropped(&self, turn: PendingTurn, why: &str) {
@@ -100,10 +129,12 @@ impl HistoryWriter {
     /// Stops taking turns and waits up to `limit` for the queue to be written.
     pub async fn drain(&self, limit: Duration) {
         drop(self.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
-        let Some(task) = self.task.lock().await.take() else {
+        let tasks = std::mem::take(&mut *self.tasks.lock().await);
+        if tasks.is_empty() {
             return;
-        };
-        if tokio::time::timeout(limit, task).await.is_err() {
+        }
+        let all = futures_util::future::join_all(tasks);
+        if tokio::time::timeout(limit, all).await.is_err() {
             tracing::warn!(
                 left = self.depth(),
                 "grace period over with history turns unwritten"
@@ -115,7 +146,7 @@ impl HistoryWriter {
 async fn run(
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
-    mut rx: mpsc::Receiver<PendingTurn>,
+    mut rx: mpsc::UnboundedReceiver<PendingTurn>,
     depth: Arc<AtomicUsize>,
 ) {
     // Reused from batch to batch: (tenant, session, turn) is the shape the
@@ -216,5 +247,90 @@ async fn write_with_retry(
         }
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(RETRY_MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::{MemoryStore, MessageRange, Retention, UsageTotals};
+
+    fn pending(session: &SessionId, n: usize) -> PendingTurn {
+        PendingTurn {
+            tenant: Tenant::anonymous(),
+            session: session.clone(),
+            turn: Turn {
+                id: format!("{session}-{n}"),
+                if_new: Vec::new(),
+                messages: vec![json!({"role": "user", "content": n.to_string()}).into()],
+                usage: UsageTotals::default(),
+                model: None,
+                at_ms: n as u64,
+            },
+            done: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_sessions_turns_are_written_in_the_order_they_were_submitted() {
+        let retention = Retention {
+            history_ttl: Duration::from_secs(60),
+        };
+        let store = Arc::new(MemoryStore::new(retention, usize::MAX, Default::default()));
+        let metrics = Arc::new(Metrics::new());
+        let writer = HistoryWriter::spawn(store.clone(), metrics.clone(), 10_000);
+        let sessions: Vec<SessionId> = (0..20)
+            .map(|i| SessionId::parse(&format!("s{i}")).unwrap())
+            .collect();
+        for n in 0..50 {
+            for session in &sessions {
+                writer.submit(pending(session, n));
+            }
+        }
+        writer.drain(Duration::from_secs(10)).await;
+        assert_eq!(metrics.history_turns.get(), 1000);
+        for session in &sessions {
+            let stored = store
+                .read_messages(&Tenant::anonymous(), session, MessageRange::All)
+                .await
+                .unwrap()
+                .unwrap();
+            let order: Vec<String> = stored
+                .messages
+                .iter()
+                .map(|m| m["content"].as_str().unwrap().to_owned())
+                .collect();
+            let expected: Vec<String> = (0..50).map(|n| n.to_string()).collect();
+            assert_eq!(order, expected, "{session}");
+        }
+    }
+
+    #[tokio::test]
+    async fn past_its_capacity_over_all_writers_a_turn_is_dropped_and_counted() {
+        let retention = Retention {
+            history_ttl: Duration::from_secs(60),
+        };
+        let store = Arc::new(MemoryStore::new(retention, usize::MAX, Default::default()));
+        let metrics = Arc::new(Metrics::new());
+        // On a current-thread runtime the writers cannot run while this
+        // test submits: every turn past the capacity finds the queues full.
+        let writer = HistoryWriter::spawn(store, metrics.clone(), 100);
+        let sessions: Vec<SessionId> = (0..40)
+            .map(|i| SessionId::parse(&format!("s{i}")).unwrap())
+            .collect();
+        for n in 0..3 {
+            for session in &sessions {
+                writer.submit(pending(session, n));
+            }
+        }
+        assert_eq!(writer.depth(), 100);
+        assert_eq!(metrics.history_dropped.get(), 20);
+        writer.drain(Duration::from_secs(10)).await;
+        assert_eq!(metrics.history_turns.get(), 100);
+        assert_eq!(writer.depth(), 0);
     }
 }

@@ -88,8 +88,8 @@ pub async fn run(
         complete: incomplete.is_none(),
         stream_id,
     };
-    // Built here, beside the response, so that the one history writer task
-    // only writes; the messages move into the turn.
+    // Built here, beside the response, so that the history writer tasks
+    // only write; the messages move into the turn.
     let mut turn = turn::build(job.request, reply, context, SystemTime::now());
     turn.id = crate::server::new_id();
     history.submit(PendingTurn {

@@ -88,8 +88,8 @@ pub struct Turn {
 }
 
 /// A message as stored: its JSON, serialized once by the recorder beside
-/// its response, so that the one history writer task only copies bytes
-/// into its batch (serializing there made it the bottleneck of a busy
+/// its response, so that the history writer tasks only copy bytes
+/// into their batches (serializing there made it the bottleneck of a busy
 /// replica), and the embedded store keeps compact text, not `Value` trees.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage(bytes::Bytes);
