@@ -275,17 +275,25 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn each_sessions_turns_are_written_in_the_order_they_were_submitted() {
+    fn memory_store() -> (Arc<MemoryStore>, Arc<Metrics>) {
         let retention = Retention {
             history_ttl: Duration::from_secs(60),
         };
-        let store = Arc::new(MemoryStore::new(retention, usize::MAX, Default::default()));
-        let metrics = Arc::new(Metrics::new());
-        let writer = HistoryWriter::spawn(store.clone(), metrics.clone(), 10_000);
-        let sessions: Vec<SessionId> = (0..20)
+        let store = MemoryStore::new(retention, usize::MAX, Default::default());
+        (Arc::new(store), Arc::new(Metrics::new()))
+    }
+
+    fn sessions(count: usize) -> Vec<SessionId> {
+        (0..count)
             .map(|i| SessionId::parse(&format!("s{i}")).unwrap())
-            .collect();
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_sessions_turns_are_written_in_the_order_they_were_submitted() {
+        let (store, metrics) = memory_store();
+        let writer = HistoryWriter::spawn(store.clone(), metrics.clone(), 10_000);
+        let sessions = sessions(20);
         for n in 0..50 {
             for session in &sessions {
                 writer.submit(pending(session, n));
@@ -311,17 +319,11 @@ mod tests {
 
     #[tokio::test]
     async fn past_its_capacity_over_all_writers_a_turn_is_dropped_and_counted() {
-        let retention = Retention {
-            history_ttl: Duration::from_secs(60),
-        };
-        let store = Arc::new(MemoryStore::new(retention, usize::MAX, Default::default()));
-        let metrics = Arc::new(Metrics::new());
+        let (store, metrics) = memory_store();
         // On a current-thread runtime the writers cannot run while this
         // test submits: every turn past the capacity finds the queues full.
         let writer = HistoryWriter::spawn(store, metrics.clone(), 100);
-        let sessions: Vec<SessionId> = (0..40)
-            .map(|i| SessionId::parse(&format!("s{i}")).unwrap())
-            .collect();
+        let sessions = sessions(40);
         for n in 0..3 {
             for session in &sessions {
                 writer.submit(pending(session, n));

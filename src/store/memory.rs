@@ -75,35 +75,9 @@ impl Shard {
         Some(session)
     }
 
-    fn sweep(&mut self, now: Instant) {
-        let mut freed = 0;
-        self.sessions.retain(|_, s| {
-            let keep = s.expires > now;
-            if !keep {
-                freed += s.bytes;
-            }
-            keep
-        });
-        self.bytes -= freed;
-    }
-
-    /// Drops the least recently written sessions until the shard holds
-    /// `target` bytes or less; returns how many went. Finds the newest write
-    /// time that must go, then drops every session written no later.
-    fn evict_to(&mut self, target: usize) -> usize {
-        let mut by_age: Vec<(Instant, usize)> = self
-            .sessions
-            .values()
-            .map(|s| (s.expires, s.bytes))
-            .collect();
-        by_age.sort_unstable_by_key(|(expires, _)| *expires);
-        let mut left = self.bytes;
-        let Some(cutoff) = by_age.iter().find_map(|(expires, bytes)| {
-            left -= bytes;
-            (left <= target).then_some(*expires)
-        }) else {
-            return 0;
-        };
+    /// Drops the sessions that expire at `cutoff` or before; returns how
+    /// many went.
+    fn drop_expiring_by(&mut self, cutoff: Instant) -> usize {
         let before = self.sessions.len();
         let mut freed = 0;
         self.sessions.retain(|_, s| {
@@ -115,6 +89,25 @@ impl Shard {
         });
         self.bytes -= freed;
         before - self.sessions.len()
+    }
+
+    /// Drops the least recently written sessions until the shard holds
+    /// `target` bytes or less; returns how many went. Finds the newest write
+    /// time that must go, then drops every session written no later (a
+    /// session's expiry is its last write plus the TTL).
+    fn evict_to(&mut self, target: usize) -> usize {
+        let mut by_age: Vec<(Instant, usize)> = self
+            .sessions
+            .values()
+            .map(|s| (s.expires, s.bytes))
+            .collect();
+        by_age.sort_unstable_by_key(|(expires, _)| *expires);
+        let mut left = self.bytes;
+        let cutoff = by_age.iter().find_map(|(expires, bytes)| {
+            left -= bytes;
+            (left <= target).then_some(*expires)
+        });
+        cutoff.map_or(0, |cutoff| self.drop_expiring_by(cutoff))
     }
 }
 
@@ -182,7 +175,10 @@ impl MemoryStore {
             *swept = now;
         }
         for shard in self.shards.iter() {
-            shard.lock().unwrap_or_else(|e| e.into_inner()).sweep(now);
+            shard
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .drop_expiring_by(now);
         }
     }
 
