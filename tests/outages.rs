@@ -107,11 +107,7 @@ async fn what_overflows_the_queue_is_counted_not_silently_lost() {
         .filter(|m| m["role"] == "user")
         .map(|m| m["content"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        questions,
-        ["q0", "q1"],
-        "the first two were kept, in order"
-    );
+    assert_eq!(questions, ["q0", "q1"], "the first two were kept, in order");
 }
 
 #[tokio::test]
