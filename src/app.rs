@@ -65,6 +65,7 @@ impl App {
             stores.history.clone(),
             metrics.clone(),
             settings.store_queue_capacity,
+            settings.store_writers,
         ));
         Ok(Arc::new(App {
             settings,

@@ -126,6 +126,7 @@ impl Default for Redis {
 #[serde(default, deny_unknown_fields)]
 pub struct StoreQueue {
     pub queue_capacity: u64,
+    pub writers: u64,
     pub memory_max_mb: u64,
 }
 
@@ -133,6 +134,7 @@ impl Default for StoreQueue {
     fn default() -> Self {
         Self {
             queue_capacity: 10_000,
+            writers: 1,
             memory_max_mb: 512,
         }
     }

@@ -206,6 +206,12 @@ fn a_bad_value_is_one_line_naming_its_key() {
             "redis.ca_file",
         ),
         (&[("CHAT_HISTORY_TTL", "a day")], "history.ttl_secs"),
+        (&[("TETHER_STORE__WRITERS", "0")], "store.writers"),
+        (&[("TETHER_STORE__WRITERS", "17")], "store.writers"),
+        (
+            &[("TETHER_STORE__MEMORY_MAX_MB", "0")],
+            "store.memory_max_mb",
+        ),
         (&[("TETHER_SERVER__LISTN", "0.0.0.0:1")], "listn"),
     ];
     for (vars, key) in cases {

@@ -1,11 +1,13 @@
 //! The write-behind queue between recorders and the history store.
 //!
-//! Recorders hand finished turns over without waiting; [`WRITERS`] tasks
-//! write them to the store, each the turns of the sessions that hash to it,
-//! so a session's turns are written in order while one writer's round trip
-//! overlaps the others' (one writer, one batch in flight at a time, fell
-//! behind a busy replica: a task among hundreds gets a small share of the
-//! CPU). The queues share one bound, `store.queue_capacity` turns. When the
+//! Recorders hand finished turns over without waiting; `store.writers`
+//! tasks write them to the store, each the turns of the sessions that hash
+//! to it, so a session's turns are written in order. One writer has one
+//! batch in flight at a time and is one task among hundreds: a replica
+//! saturated with long conversations outruns it, and a second writer's round
+//! trips overlap the first's (fewer drops), at the price of smaller batches
+//! when the load is ordinary (more CPU per request): BENCHMARKS.md has both.
+//! The queues share one bound, `store.queue_capacity` turns. When the
 //! store is down each writer retries the batch at the head of its queue with
 //! backoff, so turns wait (in order) instead of being lost, and are flushed
 //! when the store returns. A turn that does not fit in the
@@ -25,9 +27,6 @@ use crate::metrics::Metrics;
 use crate::session::SessionId;
 use crate::store::{Store, Turn};
 use crate::tenant::Tenant;
-
-/// Tasks writing history, each with a queue of its own.
-const WRITERS: usize = 2;
 
 /// Turns written together at most: a batch is one pipeline, and this keeps
 /// it to a few megabytes at most.
@@ -67,9 +66,14 @@ pub struct HistoryWriter {
 
 impl HistoryWriter {
     /// Starts the writer tasks.
-    pub fn spawn(store: Arc<dyn Store>, metrics: Arc<Metrics>, capacity: usize) -> HistoryWriter {
+    pub fn spawn(
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        capacity: usize,
+        writers: usize,
+    ) -> HistoryWriter {
         let depth = Arc::new(AtomicUsize::new(0));
-        let (senders, tasks) = (0..WRITERS)
+        let (senders, tasks): (Vec<_>, _) = (0..writers.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let task = tokio::spawn(run(store.clone(), metrics.clone(), rx, depth.clone()));
@@ -93,9 +97,11 @@ impl HistoryWriter {
             self.dropped(turn, "history queue full");
             return;
         }
-        let writer = self.writer_of(&turn.tenant, &turn.session);
         let sent = match &*self.tx.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(senders) => senders[writer].send(turn).map_err(|e| e.0),
+            Some(senders) => {
+                let writer = self.writer_of(&turn.tenant, &turn.session, senders.len());
+                senders[writer].send(turn).map_err(|e| e.0)
+            }
             None => Err(turn),
         };
         if let Err(turn) = sent {
@@ -106,11 +112,14 @@ impl HistoryWriter {
 
     /// The writer that owns a session: always the same one, so that its
     /// turns are written in the order they ended.
-    fn writer_of(&self, tenant: &Tenant, session: &SessionId) -> usize {
+    fn writer_of(&self, tenant: &Tenant, session: &SessionId, writers: usize) -> usize {
+        if writers == 1 {
+            return 0;
+        }
         let mut hasher = self.hasher.build_hasher();
         tenant.hash(&mut hasher);
         session.hash(&mut hasher);
-        std::hash::Hasher::finish(&hasher) as usize % WRITERS
+        std::hash::Hasher::finish(&hasher) as usize % writers
     }
 
     fn dropped(&self, turn: PendingTurn, why: &str) {
@@ -292,7 +301,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn each_sessions_turns_are_written_in_the_order_they_were_submitted() {
         let (store, metrics) = memory_store();
-        let writer = HistoryWriter::spawn(store.clone(), metrics.clone(), 10_000);
+        let writer = HistoryWriter::spawn(store.clone(), metrics.clone(), 10_000, 3);
         let sessions = sessions(20);
         for n in 0..50 {
             for session in &sessions {
@@ -322,7 +331,7 @@ mod tests {
         let (store, metrics) = memory_store();
         // On a current-thread runtime the writers cannot run while this
         // test submits: every turn past the capacity finds the queues full.
-        let writer = HistoryWriter::spawn(store, metrics.clone(), 100);
+        let writer = HistoryWriter::spawn(store, metrics.clone(), 100, 2);
         let sessions = sessions(40);
         for n in 0..3 {
             for session in &sessions {
