@@ -134,7 +134,7 @@ impl Default for StoreQueue {
     fn default() -> Self {
         Self {
             queue_capacity: 10_000,
-            writers: 1,
+            writers: 2,
             memory_max_mb: 512,
         }
     }
