@@ -15,7 +15,7 @@
 //! with its session id. On shutdown the queue is flushed for what remains of
 //! the grace period.
 
-use std::hash::{BuildHasher, Hash};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -60,6 +60,8 @@ pub struct HistoryWriter {
     /// Turns queued over all writers, bounded by `capacity`.
     depth: Arc<AtomicUsize>,
     capacity: usize,
+    /// How many writer tasks there are (fixed at start).
+    writers: usize,
     hasher: std::hash::RandomState,
     metrics: Arc<Metrics>,
 }
@@ -72,8 +74,9 @@ impl HistoryWriter {
         capacity: usize,
         writers: usize,
     ) -> HistoryWriter {
+        let writers = writers.max(1);
         let depth = Arc::new(AtomicUsize::new(0));
-        let (senders, tasks): (Vec<_>, _) = (0..writers.max(1))
+        let (senders, tasks): (Vec<_>, _) = (0..writers)
             .map(|_| {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let task = tokio::spawn(run(store.clone(), metrics.clone(), rx, depth.clone()));
@@ -85,6 +88,7 @@ impl HistoryWriter {
             tasks: Mutex::new(tasks),
             depth,
             capacity,
+            writers,
             hasher: std::hash::RandomState::new(),
             metrics,
         }
@@ -97,11 +101,9 @@ impl HistoryWriter {
             self.dropped(turn, "history queue full");
             return;
         }
+        let writer = self.writer_of(&turn.tenant, &turn.session);
         let sent = match &*self.tx.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(senders) => {
-                let writer = self.writer_of(&turn.tenant, &turn.session, senders.len());
-                senders[writer].send(turn).map_err(|e| e.0)
-            }
+            Some(senders) => senders[writer].send(turn).map_err(|e| e.0),
             None => Err(turn),
         };
         if let Err(turn) = sent {
@@ -112,14 +114,11 @@ impl HistoryWriter {
 
     /// The writer that owns a session: always the same one, so that its
     /// turns are written in the order they ended.
-    fn writer_of(&self, tenant: &Tenant, session: &SessionId, writers: usize) -> usize {
-        if writers == 1 {
-            return 0;
+    fn writer_of(&self, tenant: &Tenant, session: &SessionId) -> usize {
+        match self.writers {
+            1 => 0,
+            n => self.hasher.hash_one((tenant, session)) as usize % n,
         }
-        let mut hasher = self.hasher.build_hasher();
-        tenant.hash(&mut hasher);
-        session.hash(&mut hasher);
-        std::hash::Hasher::finish(&hasher) as usize % writers
     }
 
     fn dropped(&self, turn: PendingTurn, why: &str) {

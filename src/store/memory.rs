@@ -75,6 +75,13 @@ impl Shard {
         Some(session)
     }
 
+    /// Drops the session at `key` if it has expired by `now`.
+    fn drop_if_expired(&mut self, key: &SessionKey, now: Instant) {
+        if self.sessions.get(key).is_some_and(|s| s.expires <= now) {
+            self.remove(key);
+        }
+    }
+
     /// Drops the sessions that expire at `cutoff` or before; returns how
     /// many went.
     fn drop_expiring_by(&mut self, cutoff: Instant) -> usize {
@@ -154,13 +161,7 @@ impl MemoryStore {
     ) -> R {
         let key = (tenant.clone(), session.as_str().to_owned());
         let mut shard = self.shard(&key);
-        if shard
-            .sessions
-            .get(&key)
-            .is_some_and(|s| s.expires <= Instant::now())
-        {
-            shard.remove(&key);
-        }
+        shard.drop_if_expired(&key, Instant::now());
         f(shard.sessions.get_mut(&key))
     }
 
@@ -261,11 +262,13 @@ impl Store for MemoryStore {
         self.sweep_if_due(now);
         let key = (tenant.clone(), session.as_str().to_owned());
         let mut shard = self.shard(&key);
-        if shard.sessions.get(&key).is_some_and(|s| s.expires <= now) {
-            shard.remove(&key);
-        }
+        shard.drop_if_expired(&key, now);
         let fresh = !shard.sessions.contains_key(&key);
-        let key_bytes = key.0.as_str().len() + key.1.len();
+        // What this write adds against the budget.
+        let mut grown = 0;
+        if fresh {
+            grown += SESSION_OVERHEAD + key.0.as_str().len() + key.1.len();
+        }
         let entry = shard.sessions.entry(key).or_insert_with(|| Session {
             messages: Vec::new(),
             info: SessionInfo {
@@ -273,23 +276,13 @@ impl Store for MemoryStore {
                 ..SessionInfo::default()
             },
             expires: now,
-            bytes: SESSION_OVERHEAD + key_bytes,
+            bytes: 0,
         });
-        let before = if fresh { 0 } else { entry.bytes };
-        if fresh {
-            entry.messages.extend(turn.if_new.iter().cloned());
+        let first: &[StoredMessage] = if fresh { &turn.if_new } else { &[] };
+        for message in first.iter().chain(&turn.messages) {
+            grown += message_bytes(message);
+            entry.messages.push(message.clone());
         }
-        entry.messages.extend(turn.messages.iter().cloned());
-        let new_messages = if fresh {
-            turn.if_new
-                .iter()
-                .chain(&turn.messages)
-                .map(message_bytes)
-                .sum::<usize>()
-        } else {
-            turn.messages.iter().map(message_bytes).sum()
-        };
-        entry.bytes += new_messages;
         let info = &mut entry.info;
         info.message_count = entry.messages.len();
         info.last_message_ms = turn.at_ms;
@@ -299,11 +292,11 @@ impl Store for MemoryStore {
         if let Some(model) = &turn.model
             && !info.models.contains(model)
         {
-            entry.bytes += model.len() + MESSAGE_OVERHEAD;
+            grown += model.len() + MESSAGE_OVERHEAD;
             info.models.push(model.clone());
         }
         entry.expires = now + self.retention.history_ttl;
-        let grown = entry.bytes - before;
+        entry.bytes += grown;
         shard.bytes += grown;
         if shard.bytes > self.shard_budget {
             let target = (self.shard_budget as f64 * EVICT_TO) as usize;

@@ -250,17 +250,22 @@ impl RedisStore {
     async fn touch_index(&self, key: &str, member: &str, at_ms: u64) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
-        pipe.zadd(key, member, at_ms).ignore();
+        self.add_to_index(&mut pipe, key, &[(at_ms, member)]);
+        self.timed(pipe.query_async::<()>(&mut conn)).await
+    }
+
+    /// One ZADD of `members` (score = last activity) to the index `key`,
+    /// and, when due, the pruning of stale members and the TTL refresh.
+    fn add_to_index(&self, pipe: &mut redis::Pipeline, key: &str, members: &[(u64, &str)]) {
+        pipe.zadd_multiple(key, members).ignore();
         if self.prune_due(key) {
             pipe.zrembyscore(key, "-inf", format!("({}", self.cutoff_ms()))
                 .ignore()
                 .expire(key, self.ttl_secs())
                 .ignore();
         }
-        self.timed(pipe.query_async::<()>(&mut conn)).await
     }
 
-    /// The append script called for one turn.
     /// The EVALSHA that appends `turn`, written straight into one command
     /// buffer (a `ScriptInvocation` copies every argument into a vector of
     /// its own first, then into the command).
@@ -404,16 +409,9 @@ impl Store for RedisStore {
         members.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)).then(b.2.cmp(&a.2)));
         members.dedup_by(|later, first| later.0 == first.0 && later.1 == first.1);
         for index in members.chunk_by(|a, b| a.0 == b.0) {
-            let key = index[0].0.to_redis();
             let scored: Vec<(u64, &str)> =
                 index.iter().map(|(_, m, at)| (*at, m.as_str())).collect();
-            pipe.zadd_multiple(&key, &scored).ignore();
-            if self.prune_due(&key) {
-                pipe.zrembyscore(&key, "-inf", format!("({}", self.cutoff_ms()))
-                    .ignore()
-                    .expire(&key, self.ttl_secs())
-                    .ignore();
-            }
+            self.add_to_index(&mut pipe, &index[0].0.to_redis(), &scored);
         }
         self.query_with_turn_script(&pipe).await
     }
