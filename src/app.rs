@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
@@ -26,6 +27,9 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Background work (recording, checkpoints) that shutdown waits for.
     pub tracker: TaskTracker,
+    /// One permit per open client connection or switched tunnel, up to
+    /// `server.max_connections`.
+    pub connections: Arc<Semaphore>,
 }
 
 /// Why tether could not start.
@@ -68,7 +72,6 @@ impl App {
             settings.store_writers,
         ));
         Ok(Arc::new(App {
-            settings,
             proxy,
             store: stores.history,
             history,
@@ -76,6 +79,8 @@ impl App {
             streams,
             metrics,
             tracker: TaskTracker::new(),
+            connections: Arc::new(Semaphore::new(settings.server.max_connections)),
+            settings,
         }))
     }
 }

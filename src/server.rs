@@ -17,7 +17,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::access_log::{AccessLog, LoggedBody, RouteClass};
@@ -35,7 +34,6 @@ use crate::session::{SessionId, has_dot_segments, split_session_prefix};
 pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
     let builders = Arc::new(Builders::new(&app));
     let drain = Drain::new();
-    let permits = Arc::new(Semaphore::new(app.settings.server.max_connections));
     tokio::pin!(shutdown);
 
     loop {
@@ -52,7 +50,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             },
             () = &mut shutdown => break,
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let Ok(permit) = app.connections.clone().try_acquire_owned() else {
             tracing::warn!(%remote, limit = app.settings.server.max_connections, "connection limit reached; closing new connection");
             continue;
         };
@@ -251,7 +249,9 @@ async fn dispatch(
         return (class, Err(ProxyError::Unauthorized));
     }
     let result = if crate::proxy::is_upgrade(&req) {
-        app.proxy.tunnel(req, &rest, client_ip).await
+        app.proxy
+            .tunnel(req, &rest, client_ip, app.connections.clone())
+            .await
     } else {
         match api {
             Some(api) => capture::handle(app, req, api, &rest, session, client_ip).await,

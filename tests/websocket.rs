@@ -154,3 +154,66 @@ async fn an_upgrade_the_upstream_refuses_is_answered_as_it_answered() {
         .unwrap();
     assert_eq!(plain.status(), 200);
 }
+
+/// Sends a health check on a new connection; the answer's status line, or
+/// `None` when tether closes the connection without answering.
+async fn health_on_new_connection(tether: &Tether) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(tether.addr).await.unwrap();
+    let _ = conn
+        .write_all(b"GET /tether/healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await;
+    let mut answer = Vec::new();
+    let read = conn.read_to_end(&mut answer);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), read).await;
+    let answer = String::from_utf8_lossy(&answer);
+    answer.lines().next().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn a_tunnel_holds_its_place_under_the_connection_limit() {
+    let (upstream, _) = ws_upstream(false).await;
+    let tether = Tether::start_with(&upstream, |s| s.server.max_connections = 2).await;
+
+    let mut tunnels = Vec::new();
+    for i in 0..2 {
+        let request = realtime_request(&tether, "/v1/realtime?model=gpt-realtime");
+        let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        ws.send(Message::text(format!("hi {i}"))).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text(format!("echo:hi {i}"))
+        );
+        tunnels.push(ws);
+    }
+    assert_eq!(
+        health_on_new_connection(&tether).await,
+        None,
+        "two switched tunnels fill a limit of two: a third connection is closed unanswered"
+    );
+
+    let mut closed = tunnels.pop().unwrap();
+    closed.close(None).await.unwrap();
+    while closed.next().await.is_some() {}
+    drop(closed);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if let Some(status) = health_on_new_connection(&tether).await {
+            assert!(status.contains("200"), "{status}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a closed tunnel gives its place back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // The tunnel still open was never cut.
+    let open = &mut tunnels[0];
+    open.send(Message::text("still here")).await.unwrap();
+    assert_eq!(
+        open.next().await.unwrap().unwrap(),
+        Message::text("echo:still here")
+    );
+}

@@ -6,12 +6,14 @@
 //! 404) goes back to the client as a normal response.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::sync::Semaphore;
 
 use super::{Proxy, ProxyError};
 use crate::body::Body;
@@ -31,12 +33,17 @@ pub fn is_upgrade(req: &Request<Incoming>) -> bool {
 
 impl Proxy {
     /// Forwards an upgrade request and, on `101`, joins the client's
-    /// connection to the upstream's in a task of its own.
+    /// connection to the upstream's in a task of its own. The tunnel holds
+    /// one of `connections` (`server.max_connections`) for its life: the
+    /// client's connection gives its own back once hyper hands the socket
+    /// over, so a tunnel is counted once, and waits for that permit rather
+    /// than being refused when the limit is reached.
     pub async fn tunnel(
         &self,
         mut req: Request<Incoming>,
         path: &str,
         client_ip: IpAddr,
+        connections: Arc<Semaphore>,
     ) -> Result<Response<Body>, ProxyError> {
         let client_side = hyper::upgrade::on(&mut req);
         let (parts, _) = req.into_parts();
@@ -63,6 +70,9 @@ impl Proxy {
                     tracing::debug!(error = %e, "upgrade did not complete");
                     return;
                 }
+            };
+            let Ok(_permit) = connections.acquire_owned().await else {
+                return;
             };
             let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
             match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
