@@ -243,6 +243,7 @@ fn writer_settings(app: &App) -> WriterSettings {
     let streams = &app.settings.streams;
     WriterSettings {
         interval: streams.checkpoint_interval,
+        follow_interval: streams.follow_interval,
         max_events: streams.checkpoint_max_events,
         heartbeat: streams.idle_timeout / 3,
         active_ttl: streams.max_duration + app.settings.upstream.header_timeout + streams.retention,

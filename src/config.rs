@@ -147,6 +147,9 @@ pub struct StreamSettings {
     /// Checkpoint batches go out at this interval, or at `checkpoint_max_events`.
     pub checkpoint_interval: Duration,
     pub checkpoint_max_events: usize,
+    /// Once a reader on another replica follows a stream, its new events
+    /// are checkpointed as they come, at most this often.
+    pub follow_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -409,6 +412,10 @@ impl raw::Streams {
                 "streams.checkpoint_max_events",
                 self.checkpoint_max_events,
             )? as usize,
+            follow_interval: Duration::from_millis(positive(
+                "streams.follow_interval_ms",
+                self.follow_interval_ms,
+            )?),
         })
     }
 }

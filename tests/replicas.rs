@@ -136,6 +136,70 @@ async fn a_stream_through_one_replica_resumes_on_the_other() {
     assert!(session.bytes().await.unwrap() == original);
 }
 
+/// A follower on the other replica sees the answer flow as the owner gets
+/// it, not a checkpoint interval at a time: with batches every 5 s, a
+/// 2-second stream (a token every 50 ms) still reaches it without a pause
+/// anywhere near the 5 s (before, everything after the first flush came at
+/// the end, in one piece).
+#[tokio::test]
+async fn a_follower_on_the_other_replica_sees_the_answer_flow() {
+    let mock = MockUpstream::start().await;
+    let redis = RedisServer::start();
+    let slow_batches = |url: String| {
+        move |s: &mut tether::config::RawSettings| {
+            s.redis.url = url;
+            s.streams.checkpoint_interval_ms = 5000;
+        }
+    };
+    let a = Tether::start_with(&mock.url(), slow_batches(redis.url())).await;
+    let b = Tether::start_with(&mock.url(), slow_batches(redis.url())).await;
+
+    let mut first = start_stream(&format!("http://{}", a.addr), "flow", 40, 50).await;
+    let id = first.headers()["x-stream-id"].to_str().unwrap().to_owned();
+    let head = read_events(&mut first, 5).await;
+    let have = common::streams::events_in(&head);
+    let asked = Instant::now();
+    let mut follower = client()
+        .get(b.url(&format!("/tether/streams/{id}?after={have}")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(follower.status(), 200);
+    let (mut rest, mut arrivals) = (Vec::new(), vec![asked]);
+    while let Some(chunk) = follower.chunk().await.unwrap() {
+        arrivals.push(Instant::now());
+        rest.extend_from_slice(&chunk);
+    }
+    let longest = arrivals
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
+    let mut original = head;
+    original.extend_from_slice(&first.bytes().await.unwrap());
+    assert!(
+        original.ends_with(&rest),
+        "the rest of the stream, byte for byte"
+    );
+    let skipped = &original[..original.len() - rest.len()];
+    assert_eq!(
+        common::streams::events_in(skipped),
+        have,
+        "from event {have} on"
+    );
+    assert!(
+        arrivals.len() >= 10,
+        "the rest came in {} pieces, longest wait {longest:?}",
+        arrivals.len() - 1
+    );
+    assert!(
+        longest < Duration::from_millis(1000),
+        "longest wait between pieces {longest:?} ({} pieces)",
+        arrivals.len() - 1
+    );
+}
+
 #[tokio::test]
 async fn when_the_owner_dies_its_stream_is_interrupted_and_still_readable() {
     let mock = MockUpstream::start().await;

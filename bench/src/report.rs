@@ -318,7 +318,7 @@ const ROWS: [(&str, Cell, &str, &str); 20] = [
 ];
 
 /// The global figures, in print order.
-pub const GLOBALS: [(&str, &str); 17] = [
+pub const GLOBALS: [(&str, &str); 19] = [
     (
         "redis_cmds_per_stream",
         "Redis commands per short stream (stream run)",
@@ -354,6 +354,14 @@ pub const GLOBALS: [(&str, &str); 17] = [
     (
         "resume_done_cross_p50_ms",
         "resume of a finished stream, other p50 ms",
+    ),
+    (
+        "follow_same_wait_max_ms",
+        "following live, same replica: longest wait ms",
+    ),
+    (
+        "follow_cross_wait_max_ms",
+        "following live, other replica: longest wait ms",
     ),
     ("history_msgs_per_s", "history messages/s written (Redis)"),
     (

@@ -204,6 +204,7 @@ pub struct Streams {
     pub idle_timeout_secs: u64,
     pub checkpoint_interval_ms: u64,
     pub checkpoint_max_events: u64,
+    pub follow_interval_ms: u64,
 }
 
 impl Default for Streams {
@@ -216,6 +217,7 @@ impl Default for Streams {
             idle_timeout_secs: 15,
             checkpoint_interval_ms: 1000,
             checkpoint_max_events: 256,
+            follow_interval_ms: 20,
         }
     }
 }

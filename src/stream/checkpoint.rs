@@ -5,6 +5,12 @@
 //! writes whatever the hub holds past what is already checkpointed, in
 //! batches (one XADD each) of at most `streams.checkpoint_max_events`.
 //!
+//! Once a reader on another replica follows the stream (it asks for a flush
+//! as it starts), the interval would be the pace of that reader's live
+//! tail: a second between bursts of text. From then on every new event is
+//! written as it comes, at most once per `streams.follow_interval_ms`
+//! (events that come closer together go out together), until the end.
+//!
 //! Every third of `streams.idle_timeout_secs` the owner shows it is alive
 //! and looks for a cancel request it may have missed, each only when
 //! needed: a batch written since the last beat is itself a heartbeat (each
@@ -33,6 +39,8 @@ use crate::store::{CheckpointStore, EventBatch, StoreError, StreamRecord, Stream
 #[derive(Debug, Clone, Copy)]
 pub struct WriterSettings {
     pub interval: Duration,
+    /// The shortest time between two writes once another replica follows.
+    pub follow_interval: Duration,
     pub max_events: usize,
     /// How often an active stream refreshes its heartbeat.
     pub heartbeat: Duration,
@@ -77,24 +85,42 @@ pub async fn run(
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_beat = Instant::now();
     let mut ended_at: Option<Instant> = None;
+    // Set once a reader on another replica follows: new events go out as
+    // they come, `follow_interval` apart at the least.
+    let mut followed = false;
+    let mut last_write = Instant::now();
+    // A followed event that came too soon after the last write goes out then.
+    let mut due: Option<Instant> = None;
     loop {
+        let wake = due.unwrap_or_else(|| Instant::now() + settings.interval);
         tokio::select! {
             _ = tick.tick() => {}
             // A reader on another replica is about to follow the stream.
-            () = writer.hub.flush_requested() => {}
+            () = writer.hub.flush_requested() => followed = true,
+            () = tokio::time::sleep_until(wake), if due.is_some() => {}
             // The end is written at once, not at the next tick.
             changed = changes.changed(), if ended_at.is_none() => {
                 if changed.is_err() || writer.hub.state().is_final() {
                     ended_at.get_or_insert_with(Instant::now);
-                } else {
+                } else if !followed {
                     // A new event: it goes out with the next batch.
                     continue;
+                } else if due.is_some() {
+                    continue;
+                } else {
+                    let next = last_write + settings.follow_interval;
+                    if next > Instant::now() {
+                        due = Some(next);
+                        continue;
+                    }
                 }
             }
         }
+        due = None;
         if writer.hub.state().is_final() {
             ended_at.get_or_insert_with(Instant::now);
         }
+        last_write = Instant::now();
         let result = writer.step(ended_at.is_some(), &mut last_beat).await;
         match result {
             Ok(true) => return,

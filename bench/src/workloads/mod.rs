@@ -37,6 +37,11 @@ pub struct Plan {
     /// How long the client is away before it resumes (the events of that
     /// time are the backlog the first replayed byte comes from).
     pub resume_pause: Duration,
+    /// Streams followed live at once (on each replica) after `follow_after`
+    /// events, to time the longest wait between the events a follower gets.
+    pub follows: usize,
+    pub follow_stream: StreamShape,
+    pub follow_after: u64,
     /// Concurrent long streams whose Redis commands are counted per token.
     pub cost_streams: usize,
     pub cost_stream: StreamShape,
@@ -73,6 +78,12 @@ impl Plan {
             },
             resume_after: 20,
             resume_pause: Duration::from_millis(50),
+            follows: 8,
+            follow_stream: StreamShape {
+                chunks: 60,
+                delay_ms: 25,
+            },
+            follow_after: 10,
             cost_streams: 8,
             cost_stream: StreamShape {
                 chunks: 200,
@@ -99,6 +110,7 @@ impl Plan {
             stream_duration: Duration::from_secs(5),
             history_sample: 200,
             resumes: 50,
+            follows: 16,
             history_duration: Duration::from_secs(5),
             cost_streams: 16,
             cost_stream: StreamShape {

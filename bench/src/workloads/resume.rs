@@ -4,6 +4,12 @@
 //! sharing the Redis. Timed: request to
 //! the first replayed byte, while the stream is still live, and again once
 //! it is finished. Every resumed body must be the rest of the stream exactly.
+//!
+//! Then following: streams whose tokens come every 25 ms are each followed
+//! live by a second client, on the same replica or the other, all at once;
+//! timed, the longest wait between two events that follower gets (the
+//! tokens' own 25 ms is the floor; a follower served a checkpoint batch at
+//! a time would wait up to `streams.checkpoint_interval_ms`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +21,7 @@ use crate::report::Results;
 use crate::setup::Setup;
 use crate::stats::Latencies;
 use crate::wire;
-use crate::workloads::Plan;
+use crate::workloads::{Plan, StreamShape};
 
 pub async fn run(setup: &Setup, plan: &Plan, results: &mut Results) {
     let subjects = setup.subjects();
@@ -51,6 +57,86 @@ pub async fn run(setup: &Setup, plan: &Plan, results: &mut Results) {
     results.push_global("resume_cross_p99_ms", ms(&live[1], 0.99));
     results.push_global("resume_done_same_p50_ms", ms(&done[0], 0.5));
     results.push_global("resume_done_cross_p50_ms", ms(&done[1], 0.5));
+
+    for (replica, figure) in [
+        (&owner, "follow_same_wait_max_ms"),
+        (&other, "follow_cross_wait_max_ms"),
+    ] {
+        let mut follows = tokio::task::JoinSet::new();
+        for i in 0..plan.follows {
+            let (owner, replica) = (owner.clone(), replica.clone());
+            let session = format!("follow-{i}-{}", replica.name);
+            let (shape, after) = (plan.follow_stream, plan.follow_after);
+            follows.spawn(async move { follow(&owner, &replica, shape, after, &session).await });
+        }
+        let mut longest = Duration::ZERO;
+        while let Some(outcome) = follows.join_next().await {
+            match outcome.map_err(|e| e.to_string()).and_then(|r| r) {
+                Ok(wait) => longest = longest.max(wait),
+                Err(e) => results.fail(format!("follow on {}: {e}", replica.name)),
+            }
+        }
+        results.push_global(figure, longest.as_secs_f64() * 1000.0);
+    }
+}
+
+/// One stream read for `after` events and followed from there on
+/// `replica` while its first reader reads on: the longest wait between two
+/// events the follower gets. Its body must be the rest of the stream.
+async fn follow(
+    owner: &Arc<Target>,
+    replica: &Arc<Target>,
+    shape: StreamShape,
+    after: u64,
+    session: &str,
+) -> Result<Duration, String> {
+    let mut reader = Conn::open(owner.clone()).await?;
+    let mut follower = Conn::open(replica.clone()).await?;
+    let req = reader.chat(
+        session,
+        wire::chat_request(true, 0),
+        Some((shape.chunks, shape.delay_ms)),
+    );
+    let response = reader.send(req).await?;
+    let id = header(&response, "x-stream-id").ok_or("no X-Stream-Id")?;
+    let mut body = response.into_body();
+    let mut clock = EventClock::default();
+    let mut ignored = Latencies::default();
+    while clock.events() < after {
+        let frame = body
+            .frame()
+            .await
+            .ok_or("stream ended early")?
+            .map_err(|e| e.to_string())?;
+        if let Some(data) = frame.data_ref() {
+            clock.feed(data, Instant::now(), 0, &mut ignored);
+        }
+    }
+    let seen = clock.events();
+    // The first reader stays to the end, as a client that did not leave.
+    let first = tokio::spawn(async move { body.collect().await.map(drop) });
+    let path = format!("/tether/streams/{id}?after={seen}");
+    let response = follower.send(follower.get(&path)).await?;
+    let status = response.status();
+    let mut body = response.into_body();
+    let (mut bytes, mut last, mut longest) = (Vec::new(), Instant::now(), Duration::ZERO);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        if let Some(data) = frame.data_ref() {
+            let now = Instant::now();
+            longest = longest.max(now - last);
+            last = now;
+            bytes.extend_from_slice(data);
+        }
+    }
+    let _ = first.await;
+    if !status.is_success() || bytes != wire::stream_bytes(shape.chunks, seen) {
+        return Err(format!(
+            "{path}: status {status}, {} bytes: not the rest of the stream",
+            bytes.len()
+        ));
+    }
+    Ok(longest)
 }
 
 /// One stream dropped after `resume_after` events and resumed on
