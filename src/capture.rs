@@ -189,6 +189,14 @@ pub fn forward_recorded<'a>(
             }
             StreamSink { hub, hide_usage }
         });
+        // The embedded store lists the session now (in memory: no wait); a
+        // checkpoint store does as it opens the stream's record.
+        if stream.is_some()
+            && app.checkpoints.is_none()
+            && let Err(e) = app.store.stream_started(&tenant, &session, now).await
+        {
+            tracing::warn!(%session, error = %e, "could not list the session of a new stream");
+        }
         let job = RecordJob {
             tenant,
             session,

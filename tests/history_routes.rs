@@ -271,3 +271,113 @@ async fn a_reply_is_recorded_when_its_client_leaves_mid_stream() {
         }
     }
 }
+
+const ADMIN: &str = "admin-token-0123456789";
+
+/// Polls `GET /tether/sessions` (as `key`) until `session` is listed; its item.
+async fn listed(tether: &Tether, key: &str, session: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = get(tether, key, "/sessions").await;
+        assert_eq!(status, 200, "{body}");
+        if let Some(item) = body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["session_id"] == session)
+        {
+            return item.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{session} never listed: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A new session is listed, found, read and resumed (by the admin token
+/// too, which names no tenant) while its first answer streams, with no
+/// messages yet; then its first turn lands whole, system message first,
+/// as any new session's does. With either store.
+#[tokio::test]
+async fn a_session_is_listed_while_its_first_answer_streams() {
+    let mock = MockUpstream::start().await;
+    let redis = RedisServer::start();
+    for store in ["embedded", "redis"] {
+        let url = redis.url();
+        let tether = Tether::start_with(&mock.url(), |s| {
+            s.auth.admin_token = ADMIN.into();
+            if store == "redis" {
+                s.redis.url = url;
+            }
+        })
+        .await;
+        let session = format!("first-answer-{store}");
+        let mut answer = client()
+            .post(tether.url("/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .header("x-session-id", &session)
+            .header("x-mock-chunks", "40")
+            .header("x-mock-delay-ms", "50")
+            .json(&json!({"model": "m", "stream": true, "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "tell me a story"}]}))
+            .send()
+            .await
+            .unwrap();
+        let stream_id = answer.headers()["x-stream-id"].to_str().unwrap().to_owned();
+        common::streams::read_events(&mut answer, 2).await;
+
+        let item = listed(&tether, KEY, &session).await;
+        assert_eq!(item["message_count"], 0, "{store}: {item}");
+        let (_, everyone) = get(&tether, ADMIN, "/sessions").await;
+        assert!(
+            everyone["sessions"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(session)),
+            "{store}: the admin lists it too: {everyone}"
+        );
+        let (status, info) = get(&tether, KEY, &format!("/sessions/{session}")).await;
+        assert_eq!(status, 200, "{store}: {info}");
+        assert_eq!(info["message_count"], 0, "{store}: {info}");
+        assert_eq!(info["active_stream"], stream_id.as_str(), "{store}: {info}");
+        assert_eq!(info["last_message_time"], Value::Null, "{store}: {info}");
+        assert!(
+            info["created_at"].as_str().unwrap().starts_with("20"),
+            "{info}"
+        );
+        let (status, history) = get(&tether, KEY, &format!("/history/{session}")).await;
+        assert_eq!(status, 200, "{store}: {history}");
+        assert_eq!(history["messages"], json!([]), "{store}: {history}");
+        let (status, export) = get(&tether, KEY, &format!("/history/{session}/export")).await;
+        assert_eq!(status, 200, "{store}: {export}");
+        assert_eq!(export["message_count"], 0, "{store}: {export}");
+
+        let mut resumed = client()
+            .get(tether.url(&format!("/tether/sessions/{session}/stream?after=2")))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resumed.status(),
+            200,
+            "{store}: the admin token resumes it by session id alone"
+        );
+        assert_eq!(resumed.headers()["x-stream-id"], stream_id.as_str());
+        common::streams::read_events(&mut resumed, 1).await;
+        drop(resumed);
+
+        answer.bytes().await.unwrap();
+        let messages = wait_for_messages(&tether, KEY, &session, 3).await;
+        let roles: Vec<&str> = messages
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(roles, ["system", "user", "assistant"], "{store}");
+        let item = listed(&tether, KEY, &session).await;
+        assert_eq!(item["message_count"], 3, "{store}: {item}");
+    }
+}

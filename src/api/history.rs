@@ -5,7 +5,7 @@
 use http::{Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::{ApiError, Caller, Query, json, no_session, session_of, timestamp};
+use super::{ApiError, Caller, Query, json, last_message_time, no_session, session_of};
 use crate::app::App;
 use crate::body::Body;
 use crate::session::SessionId;
@@ -108,7 +108,6 @@ async fn read_page(
     id: &SessionId,
     page: &PageRequest,
 ) -> Result<Page, ApiError> {
-    let not_found = || no_session(id);
     let with_index = |index: usize, mut message: Value| {
         message["index"] = index.into();
         message
@@ -119,11 +118,13 @@ async fn read_page(
             len: page.limit,
             from_end: page.descending,
         };
+        // The caller found the session: without messages, its first
+        // answer is still streaming.
         let read = app
             .store
             .read_messages(tenant, id, range)
             .await?
-            .ok_or_else(not_found)?;
+            .unwrap_or_default();
         let returned = read.messages.len();
         let mut messages: Vec<Value> = read
             .messages
@@ -145,7 +146,7 @@ async fn read_page(
         .store
         .read_messages(tenant, id, MessageRange::All)
         .await?
-        .ok_or_else(not_found)?;
+        .unwrap_or_default();
     let mut matching: Vec<Value> = all
         .messages
         .into_iter()
@@ -192,7 +193,7 @@ pub async fn read(
             "session_id": id.as_str(),
             "messages": messages,
             "message_count": info.message_count,
-            "last_message_time": timestamp(info.last_message_ms),
+            "last_message_time": last_message_time(info.last_message_ms),
             "next_cursor": next_cursor,
         }),
     ))
@@ -204,12 +205,18 @@ pub(super) async fn all_messages(
     tenant: &Tenant,
     id: &SessionId,
 ) -> Result<Vec<Value>, ApiError> {
-    let read = app
+    match app
         .store
         .read_messages(tenant, id, MessageRange::All)
         .await?
-        .ok_or_else(|| no_session(id))?;
-    Ok(read.messages)
+    {
+        Some(read) => Ok(read.messages),
+        // No messages: a session whose first answer streams, or none.
+        None => match app.store.session_info(tenant, id).await? {
+            Some(_) => Ok(Vec::new()),
+            None => Err(no_session(id)),
+        },
+    }
 }
 
 pub async fn delete(

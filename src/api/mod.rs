@@ -263,6 +263,15 @@ fn timestamp(ms: u64) -> String {
     humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
+/// The time of a session's last message; null before it has one (its
+/// first answer is still streaming).
+fn last_message_time(ms: u64) -> serde_json::Value {
+    match ms {
+        0 => serde_json::Value::Null,
+        ms => timestamp(ms).into(),
+    }
+}
+
 /// A JSON response with the given status.
 fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     text(status, "application/json", value.to_string())

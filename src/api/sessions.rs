@@ -4,7 +4,7 @@
 use http::{Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::{ApiError, Caller, Query, json, no_session, session_of, timestamp};
+use super::{ApiError, Caller, Query, json, last_message_time, no_session, session_of, timestamp};
 use crate::app::App;
 use crate::body::Body;
 use crate::session::SessionId;
@@ -74,7 +74,7 @@ pub async fn info(
             "session_id": id.as_str(),
             "message_count": info.message_count,
             "created_at": timestamp(info.created_at_ms),
-            "last_message_time": timestamp(info.last_message_ms),
+            "last_message_time": last_message_time(info.last_message_ms),
             "models": info.models,
             "usage": info.usage,
             "active_stream": active_stream.map_or(Value::Null, Value::from),

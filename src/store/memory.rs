@@ -249,7 +249,38 @@ impl Store for MemoryStore {
         tenant: &Tenant,
         session: &SessionId,
     ) -> Result<bool, StoreError> {
-        Ok(self.with_session(tenant, session, |s| s.is_some()))
+        Ok(self.with_session(tenant, session, |s| {
+            s.is_some_and(|s| !s.messages.is_empty())
+        }))
+    }
+
+    async fn stream_started(
+        &self,
+        tenant: &Tenant,
+        session: &SessionId,
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        let now = Instant::now();
+        self.sweep_if_due(now);
+        let key = (tenant.clone(), session.as_str().to_owned());
+        let mut shard = self.shard(&key);
+        shard.drop_if_expired(&key, now);
+        if shard.sessions.contains_key(&key) {
+            return Ok(());
+        }
+        let bytes = SESSION_OVERHEAD + key.0.as_str().len() + key.1.len();
+        let entry = Session {
+            messages: Vec::new(),
+            info: SessionInfo {
+                created_at_ms: at_ms,
+                ..SessionInfo::default()
+            },
+            expires: now + self.retention.history_ttl,
+            bytes,
+        };
+        shard.sessions.insert(key, entry);
+        shard.bytes += bytes;
+        Ok(())
     }
 
     async fn append_turn(
@@ -263,21 +294,22 @@ impl Store for MemoryStore {
         let key = (tenant.clone(), session.as_str().to_owned());
         let mut shard = self.shard(&key);
         shard.drop_if_expired(&key, now);
-        let fresh = !shard.sessions.contains_key(&key);
         // What this write adds against the budget.
         let mut grown = 0;
-        if fresh {
+        let entry = shard.sessions.entry(key).or_insert_with_key(|key| {
             grown += SESSION_OVERHEAD + key.0.as_str().len() + key.1.len();
-        }
-        let entry = shard.sessions.entry(key).or_insert_with(|| Session {
-            messages: Vec::new(),
-            info: SessionInfo {
-                created_at_ms: turn.at_ms,
-                ..SessionInfo::default()
-            },
-            expires: now,
-            bytes: 0,
+            Session {
+                messages: Vec::new(),
+                info: SessionInfo {
+                    created_at_ms: turn.at_ms,
+                    ..SessionInfo::default()
+                },
+                expires: now,
+                bytes: 0,
+            }
         });
+        // New, or listed while its first answer streamed.
+        let fresh = entry.messages.is_empty();
         let first: &[StoredMessage] = if fresh { &turn.if_new } else { &[] };
         for message in first.iter().chain(&turn.messages) {
             grown += message_bytes(message);
@@ -315,6 +347,9 @@ impl Store for MemoryStore {
     ) -> Result<Option<Messages>, StoreError> {
         Ok(self.with_session(tenant, session, |s| {
             let all = &s?.messages;
+            if all.is_empty() {
+                return None;
+            }
             let total = all.len();
             let (start, end) = match range {
                 MessageRange::All => (0, total),
@@ -365,7 +400,8 @@ impl Store for MemoryStore {
             visible.then(|| SessionEntry {
                 tenant: tenant.clone(),
                 session_id: id.clone(),
-                last_activity_ms: s.info.last_message_ms,
+                // A session whose first answer streams has no message yet.
+                last_activity_ms: s.info.last_message_ms.max(s.info.created_at_ms),
             })
         });
         entries.sort_by(|a, b| {

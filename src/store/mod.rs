@@ -136,7 +136,7 @@ pub enum MessageRange {
 }
 
 /// Messages read back, with the session's total count.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Messages {
     pub messages: Vec<Value>,
     /// Position of the first returned message in the whole session.
@@ -216,7 +216,23 @@ pub trait Store: Send + Sync + 'static {
         turn: &Turn,
     ) -> Result<(), StoreError>;
 
-    /// `None` when the session does not exist.
+    /// A recorded stream of the session has begun: from now on the session
+    /// is listed and found (with no messages until its first turn is
+    /// written), so a console sees a conversation while its first answer
+    /// streams, and the admin token can find that answer by session id.
+    /// A checkpoint store lists the session in the round trip that opens
+    /// the stream's record instead (`CheckpointStore::open_stream`), so
+    /// only the stores without one (the embedded store) do it here.
+    async fn stream_started(
+        &self,
+        _tenant: &Tenant,
+        _session: &SessionId,
+        _at_ms: u64,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// `None` when the session does not exist or has no messages yet.
     async fn read_messages(
         &self,
         tenant: &Tenant,
@@ -224,6 +240,8 @@ pub trait Store: Send + Sync + 'static {
         range: MessageRange,
     ) -> Result<Option<Messages>, StoreError>;
 
+    /// `None` when the session does not exist; a session whose first
+    /// answer is still streaming has no messages and `last_message_ms` 0.
     async fn session_info(
         &self,
         tenant: &Tenant,

@@ -247,7 +247,12 @@ impl RedisStore {
     }
 
     /// Adds or refreshes `member` in the sorted set `key`, pruning stale entries.
-    async fn touch_index(&self, key: &str, member: &str, at_ms: u64) -> Result<(), StoreError> {
+    pub(super) async fn touch_index(
+        &self,
+        key: &str,
+        member: &str,
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         self.add_to_index(&mut pipe, key, &[(at_ms, member)]);
@@ -256,7 +261,12 @@ impl RedisStore {
 
     /// One ZADD of `members` (score = last activity) to the index `key`,
     /// and, when due, the pruning of stale members and the TTL refresh.
-    fn add_to_index(&self, pipe: &mut redis::Pipeline, key: &str, members: &[(u64, &str)]) {
+    pub(super) fn add_to_index(
+        &self,
+        pipe: &mut redis::Pipeline,
+        key: &str,
+        members: &[(u64, &str)],
+    ) {
         pipe.zadd_multiple(key, members).ignore();
         if self.prune_due(key) {
             pipe.zrembyscore(key, "-inf", format!("({}", self.cutoff_ms()))
@@ -478,7 +488,9 @@ impl Store for RedisStore {
         let mut conn = self.conn.clone();
         let (count, meta): (usize, HashMap<String, String>) =
             self.timed(pipe.query_async(&mut conn)).await?;
-        if count == 0 {
+        // Without messages, a session exists while its first answer streams:
+        // the stream's opening named it in the meta.
+        if count == 0 && !meta.contains_key("last_stream") {
             return Ok(None);
         }
         let number = |field: &str| {
@@ -498,7 +510,10 @@ impl Store for RedisStore {
         models.sort();
         Ok(Some(SessionInfo {
             message_count: count,
-            created_at_ms: number("created_ms"),
+            created_at_ms: match number("created_ms") {
+                0 => number("last_stream_ms"),
+                created => created,
+            },
             last_message_ms: number("last_message_ms"),
             models: models.into_iter().map(|(_, m)| m).collect(),
             usage: UsageTotals {

@@ -17,7 +17,7 @@ use super::checkpoints::{
     CheckpointStore, Checkpointed, Control, ControlRequests, EventBatch, EventsRead, Follower,
     StreamRecord, StreamState,
 };
-use super::keys::Key;
+use super::keys::{Key, all_sessions_member};
 use super::redis::RedisStore;
 use super::redis_conn::Nodes;
 use super::{StoreError, now_ms};
@@ -83,19 +83,40 @@ impl CheckpointStore for RedisStore {
         .expire(&meta, ttl.as_secs() as i64)
         .ignore();
         let mut conn = self.conn.clone();
-        if let Ok(session) = SessionId::parse(&record.session) {
-            let session_meta = Key::SessionMeta(&record.tenant, &session).to_redis();
-            // On a cluster the session's slot is another node's: a pipeline
-            // of its own. Elsewhere one round trip does both.
-            if self.is_cluster() {
-                self.timed(pipe.query_async::<()>(&mut conn)).await?;
-                pipe = redis::pipe();
-            }
-            pipe.hset(&session_meta, "last_stream", &record.id)
-                .ignore()
-                .expire(&session_meta, history_ttl.as_secs() as i64)
-                .ignore();
+        let Ok(session) = SessionId::parse(&record.session) else {
+            return self.timed(pipe.query_async::<()>(&mut conn)).await;
+        };
+        // The session is listed from its stream's start: a console sees a
+        // conversation while its first answer streams, and the admin token
+        // finds it by session id (`tenants_of`). Its meta names the stream.
+        let session_meta = Key::SessionMeta(&record.tenant, &session).to_redis();
+        let tenant_index = Key::Sessions(&record.tenant).to_redis();
+        let all_index = Key::AllSessions.to_redis();
+        let all_member = all_sessions_member(&record.tenant, session.as_str());
+        let at = record.created_ms;
+        if self.is_cluster() {
+            // The session's and the indexes' slots may be other nodes':
+            // a round trip each. Elsewhere one round trip does it all.
+            self.timed(pipe.query_async::<()>(&mut conn)).await?;
+            pipe = redis::pipe();
         }
+        pipe.cmd("HSET")
+            .arg(&session_meta)
+            .arg("last_stream")
+            .arg(&record.id)
+            .arg("last_stream_ms")
+            .arg(at)
+            .ignore()
+            .expire(&session_meta, history_ttl.as_secs() as i64)
+            .ignore();
+        if self.is_cluster() {
+            self.timed(pipe.query_async::<()>(&mut conn)).await?;
+            self.touch_index(&tenant_index, session.as_str(), at)
+                .await?;
+            return self.touch_index(&all_index, &all_member, at).await;
+        }
+        self.add_to_index(&mut pipe, &tenant_index, &[(at, session.as_str())]);
+        self.add_to_index(&mut pipe, &all_index, &[(at, all_member.as_str())]);
         self.timed(pipe.query_async::<()>(&mut conn)).await
     }
 
