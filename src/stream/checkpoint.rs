@@ -89,34 +89,33 @@ pub async fn run(
     // they come, `follow_interval` apart at the least.
     let mut followed = false;
     let mut last_write = Instant::now();
-    // A followed event that came too soon after the last write goes out then.
-    let mut due: Option<Instant> = None;
+    // A followed event came too soon after the last write: the next tick
+    // was moved to when it may go (the tick rather than a timer of its own
+    // keeps the task small: it lives as long as the stream, 10,000 at once).
+    let mut due = false;
     loop {
-        let wake = due.unwrap_or_else(|| Instant::now() + settings.interval);
         tokio::select! {
             _ = tick.tick() => {}
             // A reader on another replica is about to follow the stream.
             () = writer.hub.flush_requested() => followed = true,
-            () = tokio::time::sleep_until(wake), if due.is_some() => {}
             // The end is written at once, not at the next tick.
             changed = changes.changed(), if ended_at.is_none() => {
                 if changed.is_err() || writer.hub.state().is_final() {
                     ended_at.get_or_insert_with(Instant::now);
-                } else if !followed {
+                } else if !followed || due {
                     // A new event: it goes out with the next batch.
-                    continue;
-                } else if due.is_some() {
                     continue;
                 } else {
                     let next = last_write + settings.follow_interval;
                     if next > Instant::now() {
-                        due = Some(next);
+                        tick.reset_at(next);
+                        due = true;
                         continue;
                     }
                 }
             }
         }
-        due = None;
+        due = false;
         if writer.hub.state().is_final() {
             ended_at.get_or_insert_with(Instant::now);
         }
