@@ -60,6 +60,22 @@ struct Session {
     bytes: usize,
 }
 
+impl Session {
+    /// A session with no messages yet, created at `at_ms`; its expiry and
+    /// bytes are the caller's to set.
+    fn empty(at_ms: u64) -> Session {
+        Session {
+            messages: Vec::new(),
+            info: SessionInfo {
+                created_at_ms: at_ms,
+                ..SessionInfo::default()
+            },
+            expires: Instant::now(),
+            bytes: 0,
+        }
+    }
+}
+
 type SessionKey = (Tenant, String);
 
 #[derive(Debug, Default)]
@@ -152,6 +168,22 @@ impl MemoryStore {
         self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The shard of the session about to be written, locked, with the
+    /// session dropped first if it has expired (and every shard swept of
+    /// expired sessions when a sweep is due).
+    fn shard_for_write(
+        &self,
+        tenant: &Tenant,
+        session: &SessionId,
+        now: Instant,
+    ) -> (SessionKey, std::sync::MutexGuard<'_, Shard>) {
+        self.sweep_if_due(now);
+        let key = (tenant.clone(), session.as_str().to_owned());
+        let mut shard = self.shard(&key);
+        shard.drop_if_expired(&key, now);
+        (key, shard)
+    }
+
     /// Runs `f` on the live session, dropping it first if it has expired.
     fn with_session<R>(
         &self,
@@ -226,6 +258,11 @@ impl MemoryStore {
     }
 }
 
+/// What a session costs against the budget before its messages.
+fn session_bytes(key: &SessionKey) -> usize {
+    SESSION_OVERHEAD + key.0.as_str().len() + key.1.len()
+}
+
 fn message_bytes(message: &StoredMessage) -> usize {
     message.as_bytes().len() + MESSAGE_OVERHEAD
 }
@@ -261,23 +298,14 @@ impl Store for MemoryStore {
         at_ms: u64,
     ) -> Result<(), StoreError> {
         let now = Instant::now();
-        self.sweep_if_due(now);
-        let key = (tenant.clone(), session.as_str().to_owned());
-        let mut shard = self.shard(&key);
-        shard.drop_if_expired(&key, now);
+        let (key, mut shard) = self.shard_for_write(tenant, session, now);
         if shard.sessions.contains_key(&key) {
             return Ok(());
         }
-        let bytes = SESSION_OVERHEAD + key.0.as_str().len() + key.1.len();
-        let entry = Session {
-            messages: Vec::new(),
-            info: SessionInfo {
-                created_at_ms: at_ms,
-                ..SessionInfo::default()
-            },
-            expires: now + self.retention.history_ttl,
-            bytes,
-        };
+        let bytes = session_bytes(&key);
+        let mut entry = Session::empty(at_ms);
+        entry.expires = now + self.retention.history_ttl;
+        entry.bytes = bytes;
         shard.sessions.insert(key, entry);
         shard.bytes += bytes;
         Ok(())
@@ -290,23 +318,12 @@ impl Store for MemoryStore {
         turn: &Turn,
     ) -> Result<(), StoreError> {
         let now = Instant::now();
-        self.sweep_if_due(now);
-        let key = (tenant.clone(), session.as_str().to_owned());
-        let mut shard = self.shard(&key);
-        shard.drop_if_expired(&key, now);
+        let (key, mut shard) = self.shard_for_write(tenant, session, now);
         // What this write adds against the budget.
         let mut grown = 0;
         let entry = shard.sessions.entry(key).or_insert_with_key(|key| {
-            grown += SESSION_OVERHEAD + key.0.as_str().len() + key.1.len();
-            Session {
-                messages: Vec::new(),
-                info: SessionInfo {
-                    created_at_ms: turn.at_ms,
-                    ..SessionInfo::default()
-                },
-                expires: now,
-                bytes: 0,
-            }
+            grown += session_bytes(key);
+            Session::empty(turn.at_ms)
         });
         // New, or listed while its first answer streamed.
         let fresh = entry.messages.is_empty();

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 
 use crate::load::{Conn, EventClock, Target, header};
 use crate::report::Results;
@@ -80,24 +81,22 @@ pub async fn run(setup: &Setup, plan: &Plan, results: &mut Results) {
     }
 }
 
-/// One stream read for `after` events and followed from there on
-/// `replica` while its first reader reads on: the longest wait between two
-/// events the follower gets. Its body must be the rest of the stream.
-async fn follow(
+/// Starts a stream of `shape` on `owner` and reads its first `after`
+/// events: the connection, the stream's id, the events read (a read can
+/// bring several) and the rest of the body.
+async fn start_and_read(
     owner: &Arc<Target>,
-    replica: &Arc<Target>,
+    session: &str,
     shape: StreamShape,
     after: u64,
-    session: &str,
-) -> Result<Duration, String> {
-    let mut reader = Conn::open(owner.clone()).await?;
-    let mut follower = Conn::open(replica.clone()).await?;
-    let req = reader.chat(
+) -> Result<(Conn, String, u64, Incoming), String> {
+    let mut conn = Conn::open(owner.clone()).await?;
+    let req = conn.chat(
         session,
         wire::chat_request(true, 0),
         Some((shape.chunks, shape.delay_ms)),
     );
-    let response = reader.send(req).await?;
+    let response = conn.send(req).await?;
     let id = header(&response, "x-stream-id").ok_or("no X-Stream-Id")?;
     let mut body = response.into_body();
     let mut clock = EventClock::default();
@@ -112,9 +111,26 @@ async fn follow(
             clock.feed(data, Instant::now(), 0, &mut ignored);
         }
     }
-    let seen = clock.events();
+    Ok((conn, id, clock.events(), body))
+}
+
+/// One stream read for `after` events and followed from there on
+/// `replica` while its first reader reads on: the longest wait between two
+/// events the follower gets. Its body must be the rest of the stream.
+async fn follow(
+    owner: &Arc<Target>,
+    replica: &Arc<Target>,
+    shape: StreamShape,
+    after: u64,
+    session: &str,
+) -> Result<Duration, String> {
+    let mut follower = Conn::open(replica.clone()).await?;
+    let (reader, id, seen, body) = start_and_read(owner, session, shape, after).await?;
     // The first reader stays to the end, as a client that did not leave.
-    let first = tokio::spawn(async move { body.collect().await.map(drop) });
+    let first = tokio::spawn(async move {
+        let _connection = reader;
+        body.collect().await.map(drop)
+    });
     let path = format!("/tether/streams/{id}?after={seen}");
     let response = follower.send(follower.get(&path)).await?;
     let status = response.status();
@@ -149,31 +165,10 @@ async fn once(
 ) -> Result<(Duration, Duration), String> {
     let shape = plan.resume_stream;
     let mut resumer = Conn::open(replica.clone()).await?;
-    let (stream_id, seen) = {
-        let mut first = Conn::open(owner.clone()).await?;
-        let req = first.chat(
-            session,
-            wire::chat_request(true, 0),
-            Some((shape.chunks, shape.delay_ms)),
-        );
-        let response = first.send(req).await?;
-        let id = header(&response, "x-stream-id").ok_or("no X-Stream-Id")?;
-        let mut body = response.into_body();
-        let mut clock = EventClock::default();
-        let mut ignored = Latencies::default();
-        while clock.events() < plan.resume_after {
-            let frame = body
-                .frame()
-                .await
-                .ok_or("stream ended early")?
-                .map_err(|e| e.to_string())?;
-            if let Some(data) = frame.data_ref() {
-                clock.feed(data, Instant::now(), 0, &mut ignored);
-            }
-        }
-        // Dropping the body and the connection is the client going away.
-        (id, clock.events())
-    };
+    let (first, stream_id, seen, body) =
+        start_and_read(owner, session, shape, plan.resume_after).await?;
+    // Dropping the body and the connection is the client going away.
+    drop((body, first));
     tokio::time::sleep(plan.resume_pause).await;
     let path = format!("/tether/streams/{stream_id}?after={seen}");
     let expected = wire::stream_bytes(shape.chunks, seen);
