@@ -381,3 +381,60 @@ async fn a_session_is_listed_while_its_first_answer_streams() {
         assert_eq!(item["message_count"], 3, "{store}: {item}");
     }
 }
+
+/// A session whose messages expired while its meta lived on (a stream's
+/// opening refreshes the meta's TTL; the turn that would have refreshed
+/// the list's was lost) starts again with its system prompt, as a new one.
+#[tokio::test]
+async fn a_session_whose_messages_expired_before_its_meta_starts_again_with_its_system_prompt() {
+    let mock = MockUpstream::start().await;
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let tether = Tether::start_with(&mock.url(), |s| s.redis.url = url).await;
+    let chat = |messages: Value| {
+        client()
+            .post(tether.url("/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .header("x-session-id", "outlived")
+            .json(&json!({"model": "m", "messages": messages}))
+            .send()
+    };
+    let system = json!({"role": "system", "content": "be brief"});
+    let developer = json!({"role": "developer", "content": "in French"});
+    let first = json!({"role": "user", "content": "first"});
+    chat(json!([system, developer, first]))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let stored = wait_for_messages(&tether, KEY, "outlived", 4).await;
+    let list = redis
+        .cli(&["--scan", "--pattern", "tether:{s:*:outlived}:messages"])
+        .unwrap();
+    assert_eq!(redis.cli(&["DEL", list.trim()]).unwrap().trim(), "1");
+
+    let reply = stored[3].clone();
+    let answer = json!({"role": "assistant", "content": reply["content"]});
+    let second = json!({"role": "user", "content": "second"});
+    chat(json!([system, developer, first, answer, second]))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let messages = wait_for_messages(&tether, KEY, "outlived", 4).await;
+    let said: Vec<(&str, &str)> = messages
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap(),
+                m["content"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(said[0], ("system", "be brief"), "{messages:?}");
+    assert_eq!(said[1], ("developer", "in French"), "{messages:?}");
+    assert_eq!(said[2], ("user", "second"), "{messages:?}");
+    assert_eq!(said[3].0, "assistant");
+}

@@ -34,8 +34,12 @@ use crate::tenant::Tenant;
 /// A retry of a turn already applied (its answer was lost) changes nothing:
 /// the session remembers the ids of the last 16 turns it took (a retried
 /// batch may hold several turns of one session). The session's
-/// first messages (`Turn::if_new`) go in only when it has none yet (no
-/// `created_ms`: a stream's record may have made the hash before any turn).
+/// first messages (`Turn::if_new`) go in only when it has none yet: with
+/// the others when it is new (no `created_ms`: a stream's opening may have
+/// made the hash before any turn), or in front of them when its meta
+/// outlived its messages (a stream's opening refreshed the meta's TTL, and
+/// the turn that would have refreshed the list's was lost), which the length
+/// RPUSH returns tells at no extra command in the usual case.
 /// Five commands inside (HMGET, RPUSH, EXPIRE, HSET, EXPIRE): every one
 /// costs Redis CPU on the machine tether runs beside, so the usage sums are
 /// computed here rather than with one HINCRBY each.
@@ -53,12 +57,29 @@ static APPEND_TURN: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::ne
         if id ~= '' and string.find(',' .. recent .. ',', ',' .. id .. ',', 1, true) then
             return 0
         end
-        local first = 9
+        local head = tonumber(ARGV[8])
+        local first, pushed, length = 9, 0, 0
         if meta[2] then
-            first = 9 + tonumber(ARGV[8])
+            first = 9 + head
         end
         for from = first, #ARGV, 1000 do
-            redis.call('RPUSH', KEYS[1], unpack(ARGV, from, math.min(from + 999, #ARGV)))
+            local to = math.min(from + 999, #ARGV)
+            length = redis.call('RPUSH', KEYS[1], unpack(ARGV, from, to))
+            pushed = pushed + to - from + 1
+        end
+        if meta[2] and head > 0 then
+            if pushed == 0 then
+                length = redis.call('LLEN', KEYS[1])
+            end
+            if length == pushed then
+                -- Known (its meta lives on: a stream's opening refreshed it)
+                -- but without messages (they expired): its first ones go first.
+                local front = {}
+                for i = 8 + head, 9, -1 do
+                    front[#front + 1] = ARGV[i]
+                end
+                redis.call('LPUSH', KEYS[1], unpack(front))
+            end
         end
         redis.call('EXPIRE', KEYS[1], ttl)
         if id ~= '' then
