@@ -69,8 +69,24 @@ async fn history_and_cross_replica_resume_on_a_cluster_survive_a_master_kill() {
         "a session's keys share a slot (scan: {keys:?})"
     );
 
-    // Cross-replica resume, byte for byte.
-    resume_elsewhere(stream(&a, "resumed", 40, 10).await, 5, &b).await;
+    // A session whose first answer still streams through A is listed on B
+    // (the stream's opening wrote the indexes, on their own slots), then
+    // resumed there, byte for byte.
+    let live = stream(&a, "resumed", 40, 25).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let info = loop {
+        let (status, info) = get(&b, KEY, "/sessions/resumed").await;
+        if status == 200 {
+            break info;
+        }
+        assert!(Instant::now() < deadline, "never listed: {status} {info}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(info["message_count"], 0, "{info}");
+    assert!(info["active_stream"].is_string(), "{info}");
+    let (_, list) = get(&b, KEY, "/sessions?limit=100").await;
+    assert_eq!(list["total_sessions"], 13, "{list}");
+    resume_elsewhere(live, 5, &b).await;
 
     // Kill the master that holds a session; its replica takes over.
     let victim = format!("tether:{{s:{tenant}:c0}}:messages");
