@@ -23,7 +23,8 @@ struct Seen {
 }
 
 /// A WebSocket upstream that echoes every message with an `echo:` prefix
-/// (text) or reversed (binary); with `refuse`, it answers 401 instead.
+/// (text) or reversed (binary), and drops the connection on `vanish`;
+/// with `refuse`, it answers 401 instead.
 async fn ws_upstream(refuse: bool) -> (String, Arc<Mutex<Vec<Seen>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -62,6 +63,8 @@ async fn ws_upstream(refuse: bool) -> (String, Arc<Mutex<Vec<Seen>>>) {
                 };
                 while let Some(Ok(message)) = ws.next().await {
                     let reply = match message {
+                        // Gone without a closing handshake, as a crashed upstream.
+                        Message::Text(text) if text.as_str() == "vanish" => return,
                         Message::Text(text) => Message::text(format!("echo:{text}")),
                         Message::Binary(bytes) => {
                             Message::binary(bytes.iter().rev().copied().collect::<Vec<u8>>())
@@ -216,4 +219,47 @@ async fn a_tunnel_holds_its_place_under_the_connection_limit() {
         open.next().await.unwrap().unwrap(),
         Message::text("echo:still here")
     );
+}
+
+/// A tunnel whose upstream is gone is cut once the client side has had
+/// `TUNNEL_CLOSE_GRACE` to close too, so a client that never does (its
+/// network gone) cannot hold the tunnel and its place for good.
+#[tokio::test]
+async fn a_tunnel_whose_client_stays_after_the_upstream_left_is_cut_after_the_grace() {
+    let (upstream, _) = ws_upstream(false).await;
+    let tether = Tether::start_with(&upstream, |s| s.server.max_connections = 1).await;
+    let request = realtime_request(&tether, "/v1/realtime?model=gpt-realtime");
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    ws.send(Message::text("vanish")).await.unwrap();
+    // The upstream's close reaches the client as the end of the stream.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await;
+    assert!(
+        matches!(ended, Ok(None | Some(Err(_)))),
+        "the upstream's close is passed on: {ended:?}"
+    );
+    let left = std::time::Instant::now();
+    assert_eq!(
+        health_on_new_connection(&tether).await,
+        None,
+        "the tunnel holds the only place while its client side is open"
+    );
+    // The client keeps its socket open (ws is alive) and never closes it.
+    let grace = tether::proxy::TUNNEL_CLOSE_GRACE;
+    loop {
+        if let Some(status) = health_on_new_connection(&tether).await {
+            assert!(status.contains("200"), "{status}");
+            break;
+        }
+        assert!(
+            left.elapsed() < grace + std::time::Duration::from_secs(10),
+            "the tunnel was never cut"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(
+        left.elapsed() >= grace - std::time::Duration::from_secs(1),
+        "cut after the grace, not before: {:?}",
+        left.elapsed()
+    );
+    drop(ws);
 }

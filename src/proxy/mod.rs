@@ -20,7 +20,7 @@ use hyper::body::Incoming;
 pub use body::{IdleTimeout, UpstreamBody};
 pub use client::ClientError;
 pub use error::ProxyError;
-pub use upgrade::is_upgrade;
+pub use upgrade::{TUNNEL_CLOSE_GRACE, is_upgrade};
 
 use crate::body::Body;
 use crate::config::UpstreamSettings;

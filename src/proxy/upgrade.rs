@@ -7,12 +7,14 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
 use super::{Proxy, ProxyError};
@@ -74,14 +76,58 @@ impl Proxy {
             let Ok(_permit) = connections.acquire_owned().await else {
                 return;
             };
-            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-            match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                Ok((up, down)) => {
-                    tracing::debug!(bytes_up = up, bytes_down = down, "tunnel closed")
-                }
-                Err(e) => tracing::debug!(error = %e, "tunnel ended with an error"),
-            }
+            join(TokioIo::new(client), TokioIo::new(upstream)).await;
         });
         Ok(response.map(BodyExt::boxed_unsync))
+    }
+}
+
+/// How long the other side of a tunnel may stay open once one side has
+/// closed. A WebSocket's closing handshake takes milliseconds; a peer that
+/// vanished without closing (its network gone) would otherwise hold the
+/// tunnel, its two sockets and its place of `server.max_connections` for
+/// good, as a tunnel has no idle cut-off.
+pub const TUNNEL_CLOSE_GRACE: Duration = Duration::from_secs(10);
+
+/// Copies both ways until both sides have closed, each side's close passed
+/// on to the other (a write shutdown), the second side at most
+/// `TUNNEL_CLOSE_GRACE` after the first; an error on either way ends both.
+async fn join<C, U>(client: C, upstream: U)
+where
+    C: AsyncRead + AsyncWrite,
+    U: AsyncRead + AsyncWrite,
+{
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
+    let up = async {
+        let copied = tokio::io::copy(&mut client_read, &mut upstream_write).await?;
+        upstream_write.shutdown().await.map(|()| copied)
+    };
+    let down = async {
+        let copied = tokio::io::copy(&mut upstream_read, &mut client_write).await?;
+        client_write.shutdown().await.map(|()| copied)
+    };
+    tokio::pin!(up, down);
+    // The first side's result, then the other side's within the grace
+    // (`None`: it stayed open past it).
+    let (first, other, end) = tokio::select! {
+        done = &mut up => ("client", "upstream", match done {
+            Err(e) => Err(e),
+            Ok(_) => Ok(tokio::time::timeout(TUNNEL_CLOSE_GRACE, &mut down).await.ok()),
+        }),
+        done = &mut down => ("upstream", "client", match done {
+            Err(e) => Err(e),
+            Ok(_) => Ok(tokio::time::timeout(TUNNEL_CLOSE_GRACE, &mut up).await.ok()),
+        }),
+    };
+    match end {
+        Err(e) => tracing::debug!(side = first, error = %e, "tunnel ended with an error"),
+        Ok(Some(Ok(_))) => tracing::debug!(first, "tunnel closed"),
+        Ok(Some(Err(e))) => tracing::debug!(side = other, error = %e, "tunnel ended with an error"),
+        Ok(None) => tracing::debug!(
+            first,
+            grace_secs = TUNNEL_CLOSE_GRACE.as_secs(),
+            "tunnel cut: the {other} side stayed open after the {first} side closed"
+        ),
     }
 }
