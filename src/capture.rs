@@ -189,10 +189,9 @@ pub fn forward_recorded<'a>(
             }
             StreamSink { hub, hide_usage }
         });
-        // The embedded store lists the session now (in memory: no wait); a
-        // checkpoint store does as it opens the stream's record.
+        // The session is listed from now on (the embedded store, in memory:
+        // no wait; Redis does it as the stream's record opens).
         if stream.is_some()
-            && app.checkpoints.is_none()
             && let Err(e) = app.store.stream_started(&tenant, &session, now).await
         {
             tracing::warn!(%session, error = %e, "could not list the session of a new stream");

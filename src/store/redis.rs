@@ -267,17 +267,46 @@ impl RedisStore {
         now_ms().saturating_sub(self.retention.history_ttl.as_millis() as u64)
     }
 
-    /// Adds or refreshes `member` in the sorted set `key`, pruning stale entries.
-    pub(super) async fn touch_index(
+    /// Adds or refreshes the session in its tenant's index and the admin's,
+    /// a round trip each: on a cluster each index has a slot of its own.
+    pub(super) async fn index_session(
         &self,
-        key: &str,
-        member: &str,
+        tenant: &Tenant,
+        session: &SessionId,
         at_ms: u64,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        let mut pipe = redis::pipe();
-        self.add_to_index(&mut pipe, key, &[(at_ms, member)]);
-        self.timed(pipe.query_async::<()>(&mut conn)).await
+        let all_member = all_sessions_member(tenant, session.as_str());
+        for (key, member) in [
+            (Key::Sessions(tenant).to_redis(), session.as_str()),
+            (Key::AllSessions.to_redis(), all_member.as_str()),
+        ] {
+            let mut conn = self.conn.clone();
+            let mut pipe = redis::pipe();
+            self.add_to_index(&mut pipe, &key, &[(at_ms, member)]);
+            self.timed(pipe.query_async::<()>(&mut conn)).await?;
+        }
+        Ok(())
+    }
+
+    /// The same in `pipe`, for a server where every key is on one node.
+    pub(super) fn add_session_to_indexes(
+        &self,
+        pipe: &mut redis::Pipeline,
+        tenant: &Tenant,
+        session: &SessionId,
+        at_ms: u64,
+    ) {
+        let all_member = all_sessions_member(tenant, session.as_str());
+        self.add_to_index(
+            pipe,
+            &Key::Sessions(tenant).to_redis(),
+            &[(at_ms, session.as_str())],
+        );
+        self.add_to_index(
+            pipe,
+            &Key::AllSessions.to_redis(),
+            &[(at_ms, all_member.as_str())],
+        );
     }
 
     /// One ZADD of `members` (score = last activity) to the index `key`,
@@ -392,19 +421,7 @@ impl Store for RedisStore {
         pipe.add_command(self.append_cmd(tenant, session, turn))
             .ignore();
         self.query_with_turn_script(&pipe).await?;
-
-        self.touch_index(
-            &Key::Sessions(tenant).to_redis(),
-            session.as_str(),
-            turn.at_ms,
-        )
-        .await?;
-        self.touch_index(
-            &Key::AllSessions.to_redis(),
-            &all_sessions_member(tenant, session.as_str()),
-            turn.at_ms,
-        )
-        .await
+        self.index_session(tenant, session, turn.at_ms).await
     }
 
     /// On a standalone server, the whole batch is one pipeline (one round

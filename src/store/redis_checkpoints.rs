@@ -17,7 +17,7 @@ use super::checkpoints::{
     CheckpointStore, Checkpointed, Control, ControlRequests, EventBatch, EventsRead, Follower,
     StreamRecord, StreamState,
 };
-use super::keys::{Key, all_sessions_member};
+use super::keys::Key;
 use super::redis::RedisStore;
 use super::redis_conn::Nodes;
 use super::{StoreError, now_ms};
@@ -90,9 +90,6 @@ impl CheckpointStore for RedisStore {
         // conversation while its first answer streams, and the admin token
         // finds it by session id (`tenants_of`). Its meta names the stream.
         let session_meta = Key::SessionMeta(&record.tenant, &session).to_redis();
-        let tenant_index = Key::Sessions(&record.tenant).to_redis();
-        let all_index = Key::AllSessions.to_redis();
-        let all_member = all_sessions_member(&record.tenant, session.as_str());
         let at = record.created_ms;
         if self.is_cluster() {
             // The session's and the indexes' slots may be other nodes':
@@ -111,12 +108,9 @@ impl CheckpointStore for RedisStore {
             .ignore();
         if self.is_cluster() {
             self.timed(pipe.query_async::<()>(&mut conn)).await?;
-            self.touch_index(&tenant_index, session.as_str(), at)
-                .await?;
-            return self.touch_index(&all_index, &all_member, at).await;
+            return self.index_session(&record.tenant, &session, at).await;
         }
-        self.add_to_index(&mut pipe, &tenant_index, &[(at, session.as_str())]);
-        self.add_to_index(&mut pipe, &all_index, &[(at, all_member.as_str())]);
+        self.add_session_to_indexes(&mut pipe, &record.tenant, &session, at);
         self.timed(pipe.query_async::<()>(&mut conn)).await
     }
 
