@@ -2,16 +2,23 @@
 """What one recorded turn costs redis-server, by how it is written.
 
     python3 bench/redis/turn_cost.py [TURNS] [BATCH]     (defaults 20000 16)
+    python3 bench/redis/turn_cost.py --instructions [TURNS] [BATCH]  (5000 16)
 
 Starts its own redis-server (no persistence) on a free port, writes TURNS
 turns of new sessions (a system prompt, a user message, a reply: what the
 benchmark's non-stream run records) in pipelines of BATCH turns, three rounds
 of each way, and prints redis-server's CPU time per turn (`INFO cpu`, user +
-sys, of the server process only):
+sys, of the server process only). With `--instructions` it runs each way
+once in a redis-server of its own under valgrind's callgrind and prints the
+instructions it executed per turn, less those of a server that only started,
+loaded the script and stopped: the same count for the same Redis build
+whatever else the machine is doing (needs valgrind).
 
-  script  tether's way: one EVALSHA of the turn script (src/store/redis.rs),
-          which appends, sums usage, keeps the replay guard, and refreshes
-          TTLs; plus the two session-index ZADDs per batch.
+  batch   tether's way on a standalone server: one EVALSHA of the turn
+          script (src/store/redis.rs) for the whole pipeline, which appends
+          each turn, sums usage, keeps the replay guard, and refreshes TTLs;
+          plus the two session-index ZADDs per batch.
+  script  the same script called once a turn, as on a cluster.
   multi   the same bookkeeping as plain commands (RPUSH, HSETNX, HSET,
           HINCRBY, EXPIRE...) in one MULTI/EXEC per batch with a batch marker:
           no script, but also no replay guard and no "system prompt only
@@ -120,15 +127,20 @@ REPLY = json.dumps({"role": "assistant", "content": "Hello! This is a short answ
 def batch(way, sha, tag, first, size):
     """One pipeline of `size` turns written `way`; its bytes and reply count."""
     parts, members = [], []
-    if way != "script":
+    if way not in ("script", "batch"):
         parts.append(enc("MULTI"))
+    keys, args = [], []
     for i in range(first, first + size):
         sid = f"{tag}-{i}"
         messages, meta = f"tether:{{s:t:{sid}}}:messages", f"tether:{{s:t:{sid}}}:meta"
         at = 1765000000000 + i
+        # The script's arguments for one turn (see APPEND_TURNS).
+        turn = [at, 20, 12, 32, "bench-model", f"turn-{sid}", 1, 3, SYSTEM, USER, REPLY]
         if way == "script":
-            parts.append(enc("EVALSHA", sha, 2, messages, meta, 86400, at, 20, 12, 32,
-                             "bench-model", f"turn-{sid}", 1, SYSTEM, USER, REPLY))
+            parts.append(enc("EVALSHA", sha, 2, messages, meta, 86400, *turn))
+        elif way == "batch":
+            keys += [messages, meta]
+            args += turn
         else:
             parts += [enc("RPUSH", messages, USER, REPLY), enc("EXPIRE", messages, 86400),
                       enc("HSETNX", meta, "first", b"[" + SYSTEM + b"]")]
@@ -141,39 +153,85 @@ def batch(way, sha, tag, first, size):
                           enc("HINCRBY", meta, "total_tokens", 32)]
             parts.append(enc("EXPIRE", meta, 86400))
         members += [at, sid]
+    if way == "batch":
+        parts.append(enc("EVALSHA", sha, len(keys), *keys, 86400, *args))
     parts.append(enc("ZADD", "tether:{t:t}:sessions", *members))
     parts.append(enc("ZADD", "tether:{all}:sessions",
                      *[m if k % 2 == 0 else "t/" + m for k, m in enumerate(members)]))
-    if way == "script":
+    if way in ("script", "batch"):
         return b"".join(parts), len(parts)
     parts.append(enc("SET", f"tether:batch:{tag}:{first}", 1, "EX", 60))
     parts.append(enc("EXEC"))
     return b"".join(parts), len(parts)
 
 
-def main():
-    turns = int(sys.argv[1]) if len(sys.argv) > 1 else 20000
-    size = int(sys.argv[2]) if len(sys.argv) > 2 else 16
-    port = free_port()
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--save", "",
+WAYS = ("batch", "script", "multi", "floor")
+
+
+def start_server(port, wrap=()):
+    server = subprocess.Popen([*wrap, "redis-server", "--port", str(port), "--save", "",
                                "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    for _ in range(600):
+        try:
+            return server, Conn(port)
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("redis-server did not start")
+
+
+def load_script(conn):
+    script = turn_script()
+    conn.call(enc("SCRIPT", "LOAD", script), 1)
+    return hashlib.sha1(script.encode()).hexdigest()
+
+
+def write_turns(conn, way, sha, tag, turns, size):
+    for first in range(0, turns, size):
+        data, replies = batch(way, sha, tag, first, size)
+        conn.call(data, replies)
+
+
+def instructions(way, turns, size, log):
+    """Instructions redis-server executes, started, writing `turns` turns
+    `way` (none for `None`) and stopped."""
+    port = free_port()
+    server, conn = start_server(port, ("valgrind", "--tool=callgrind",
+                                       "--callgrind-out-file=/dev/null", f"--log-file={log}"))
+    sha = load_script(conn)
+    if way:
+        write_turns(conn, way, sha, way, turns, size)
     try:
-        for _ in range(100):
-            try:
-                conn = Conn(port)
-                break
-            except OSError:
-                time.sleep(0.05)
-        script = turn_script()
-        conn.call(enc("SCRIPT", "LOAD", script), 1)
-        sha = hashlib.sha1(script.encode()).hexdigest()
+        conn.call(enc("SHUTDOWN", "NOSAVE"), 1)
+    except (ConnectionError, OSError):
+        pass
+    server.wait()
+    collected = re.search(r"Collected : (\d+)", Path(log).read_text())
+    return int(collected.group(1))
+
+
+def main():
+    args = [a for a in sys.argv[1:] if a != "--instructions"]
+    count_instructions = len(args) < len(sys.argv) - 1
+    turns = int(args[0]) if args else (5000 if count_instructions else 20000)
+    size = int(args[1]) if len(args) > 1 else 16
+    if count_instructions:
+        log = "/tmp/turn_cost.callgrind.log"
+        base = instructions(None, turns, size, log)
+        print(f"redis-server instructions per turn, {turns} turns of new sessions, "
+              f"{size} a pipeline:")
+        for way in WAYS:
+            spent = instructions(way, turns, size, log) - base
+            print(f"  {way:6}  {spent / turns:9.0f}")
+        return
+    port = free_port()
+    server, conn = start_server(port)
+    try:
+        sha = load_script(conn)
         results = {}
         for round_ in range(3):
-            for way in ("script", "multi", "floor"):
+            for way in WAYS:
                 before = conn.cpu_seconds()
-                for first in range(0, turns, size):
-                    data, replies = batch(way, sha, f"{way}{round_}", first, size)
-                    conn.call(data, replies)
+                write_turns(conn, way, sha, f"{way}{round_}", turns, size)
                 spent = conn.cpu_seconds() - before
                 results.setdefault(way, []).append(spent / turns * 1e6)
         print(f"redis-server CPU per turn (µs), {turns} turns of new sessions, {size} a pipeline:")

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,8 +30,12 @@ use super::{
 use crate::session::SessionId;
 use crate::tenant::Tenant;
 
-/// Appends a turn atomically: one script on the session's slot (so it
-/// also works on a cluster, where MULTI does not follow a slot that moved).
+/// Appends turns, each atomically and in order: one script call for a
+/// whole batch on a standalone server (what a call costs Redis before it
+/// does anything, 33,000 instructions, is then paid once a batch rather
+/// than once a turn: `bench/redis/turn_cost.py --instructions`), one per
+/// turn on a cluster or a sharding proxy, where a script's keys must share
+/// a slot (each turn's keys do).
 /// A retry of a turn already applied (its answer was lost) changes nothing:
 /// the session remembers the ids of the last 16 turns it took (a retried
 /// batch may hold several turns of one session). The session's
@@ -40,74 +45,93 @@ use crate::tenant::Tenant;
 /// outlived its messages (a stream's opening refreshed the meta's TTL, and
 /// the turn that would have refreshed the list's was lost), which the length
 /// RPUSH returns tells at no extra command in the usual case.
-/// Five commands inside (HMGET, RPUSH, EXPIRE, HSET, EXPIRE): every one
+/// Five commands a turn (HMGET, RPUSH, EXPIRE, HSET, EXPIRE): every one
 /// costs Redis CPU on the machine tether runs beside, so the usage sums are
 /// computed here rather than with one HINCRBY each.
-static APPEND_TURN: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+///
+/// KEYS: each turn's messages and meta. ARGV: the TTL, then for each turn
+/// its time, prompt, completion and total tokens, model, id, how many of
+/// its messages are the session's first ones, how many messages it has,
+/// and those messages.
+static APPEND_TURNS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
-        local ttl, at, model, id = ARGV[1], ARGV[2], ARGV[6], ARGV[7]
+        local ttl = ARGV[1]
         local RECENT_TURNS = 16
-        local model_field = 'created_ms'
-        if model ~= '' then model_field = 'model:' .. model end
-        local meta = redis.call('HMGET', KEYS[2], 'last_turn', 'created_ms',
-            'prompt_tokens', 'completion_tokens', 'total_tokens', model_field,
-            'recent_turns')
-        local recent = meta[7] or meta[1] or ''
-        if id ~= '' and string.find(',' .. recent .. ',', ',' .. id .. ',', 1, true) then
-            return 0
-        end
-        local head = tonumber(ARGV[8])
-        local first, pushed, length = 9, 0, 0
-        if meta[2] then
-            first = 9 + head
-        end
-        for from = first, #ARGV, 1000 do
-            local to = math.min(from + 999, #ARGV)
-            length = redis.call('RPUSH', KEYS[1], unpack(ARGV, from, to))
-            pushed = pushed + to - from + 1
-        end
-        if meta[2] and head > 0 then
-            if pushed == 0 then
-                length = redis.call('LLEN', KEYS[1])
+        local function append(messages_key, meta_key, at_arg)
+            local at, model, id = ARGV[at_arg], ARGV[at_arg + 4], ARGV[at_arg + 5]
+            local head = tonumber(ARGV[at_arg + 6])
+            local from_arg = at_arg + 8
+            local to_arg = from_arg + tonumber(ARGV[at_arg + 7]) - 1
+            local model_field = 'created_ms'
+            if model ~= '' then model_field = 'model:' .. model end
+            local meta = redis.call('HMGET', meta_key, 'last_turn', 'created_ms',
+                'prompt_tokens', 'completion_tokens', 'total_tokens', model_field,
+                'recent_turns')
+            local recent = meta[7] or meta[1] or ''
+            if id ~= '' and string.find(',' .. recent .. ',', ',' .. id .. ',', 1, true) then
+                return
             end
-            if length == pushed then
-                -- Known (its meta lives on: a stream's opening refreshed it)
-                -- but without messages (they expired): its first ones go first.
-                local front = {}
-                for i = 8 + head, 9, -1 do
-                    front[#front + 1] = ARGV[i]
+            local first, pushed, length = from_arg, 0, 0
+            if meta[2] then
+                first = from_arg + head
+            end
+            for from = first, to_arg, 1000 do
+                local to = math.min(from + 999, to_arg)
+                length = redis.call('RPUSH', messages_key, unpack(ARGV, from, to))
+                pushed = pushed + to - from + 1
+            end
+            if meta[2] and head > 0 then
+                if pushed == 0 then
+                    length = redis.call('LLEN', messages_key)
                 end
-                redis.call('LPUSH', KEYS[1], unpack(front))
+                if length == pushed then
+                    -- Known (its meta lives on: a stream's opening refreshed it)
+                    -- but without messages (they expired): its first ones go first.
+                    local front = {}
+                    for i = from_arg + head - 1, from_arg, -1 do
+                        front[#front + 1] = ARGV[i]
+                    end
+                    redis.call('LPUSH', messages_key, unpack(front))
+                end
             end
-        end
-        redis.call('EXPIRE', KEYS[1], ttl)
-        if id ~= '' then
-            if recent ~= '' then recent = recent .. ',' .. id else recent = id end
-            local count = select(2, string.gsub(recent, ',', ''))
-            while count >= RECENT_TURNS do
-                recent = string.sub(recent, string.find(recent, ',', 1, true) + 1)
-                count = count - 1
+            redis.call('EXPIRE', messages_key, ttl)
+            if id ~= '' then
+                if recent ~= '' then recent = recent .. ',' .. id else recent = id end
+                local count = select(2, string.gsub(recent, ',', ''))
+                while count >= RECENT_TURNS do
+                    recent = string.sub(recent, string.find(recent, ',', 1, true) + 1)
+                    count = count - 1
+                end
             end
+            local fields = {'last_message_ms', at, 'recent_turns', recent,
+                'prompt_tokens', (tonumber(meta[3]) or 0) + tonumber(ARGV[at_arg + 1]),
+                'completion_tokens', (tonumber(meta[4]) or 0) + tonumber(ARGV[at_arg + 2]),
+                'total_tokens', (tonumber(meta[5]) or 0) + tonumber(ARGV[at_arg + 3])}
+            if not meta[2] then
+                fields[#fields + 1] = 'created_ms'
+                fields[#fields + 1] = at
+            end
+            if model ~= '' and not meta[6] then
+                fields[#fields + 1] = model_field
+                fields[#fields + 1] = at
+            end
+            redis.call('HSET', meta_key, unpack(fields))
+            redis.call('EXPIRE', meta_key, ttl)
         end
-        local fields = {'last_message_ms', at, 'recent_turns', recent,
-            'prompt_tokens', (tonumber(meta[3]) or 0) + tonumber(ARGV[3]),
-            'completion_tokens', (tonumber(meta[4]) or 0) + tonumber(ARGV[4]),
-            'total_tokens', (tonumber(meta[5]) or 0) + tonumber(ARGV[5])}
-        if not meta[2] then
-            table.insert(fields, 'created_ms')
-            table.insert(fields, at)
+        local at_arg = 2
+        for turn = 1, #KEYS / 2 do
+            append(KEYS[2 * turn - 1], KEYS[2 * turn], at_arg)
+            at_arg = at_arg + 8 + tonumber(ARGV[at_arg + 7])
         end
-        if model ~= '' and not meta[6] then
-            table.insert(fields, model_field)
-            table.insert(fields, at)
-        end
-        redis.call('HSET', KEYS[2], unpack(fields))
-        redis.call('EXPIRE', KEYS[2], ttl)
-        return 1
+        return #KEYS / 2
         ",
     )
 });
+
+/// Arguments of one call of the turn script at most (a batch with more is
+/// split), however many messages its turns hold.
+const MAX_CALL_ARGS: usize = 100_000;
 
 /// How often at most a session index is pruned and its TTL refreshed.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(1);
@@ -124,6 +148,9 @@ pub struct RedisStore {
     pub(super) nodes: Nodes,
     command_timeout: Duration,
     retention: Retention,
+    /// A batch's turns go in one script call (see [`APPEND_TURNS`]) until
+    /// the server refuses keys of several slots in one call.
+    one_call_per_batch: std::sync::atomic::AtomicBool,
 }
 
 impl RedisStore {
@@ -149,6 +176,7 @@ impl RedisStore {
             conn: RedisConn::Single(conn),
             nodes: Nodes::Standalone(Box::new(client)),
             pruned: Default::default(),
+            one_call_per_batch: std::sync::atomic::AtomicBool::new(true),
             command_timeout,
             retention,
         };
@@ -186,6 +214,7 @@ impl RedisStore {
             conn: RedisConn::Cluster(Arc::new(LazyCluster::new(cluster))),
             nodes: Nodes::Cluster(clients),
             pruned: Default::default(),
+            one_call_per_batch: std::sync::atomic::AtomicBool::new(true),
             command_timeout,
             retention,
         };
@@ -210,6 +239,7 @@ impl RedisStore {
             conn: RedisConn::Sentinel(master.clone()),
             nodes: Nodes::Sentinel(master),
             pruned: Default::default(),
+            one_call_per_batch: std::sync::atomic::AtomicBool::new(true),
             command_timeout,
             retention,
         };
@@ -326,31 +356,99 @@ impl RedisStore {
         }
     }
 
-    /// The EVALSHA that appends `turn`, written straight into one command
+    /// The EVALSHA that appends `turns`, written straight into one command
     /// buffer (a `ScriptInvocation` copies every argument into a vector of
     /// its own first, then into the command).
-    fn append_cmd(&self, tenant: &Tenant, session: &SessionId, turn: &Turn) -> redis::Cmd {
-        let messages = turn.if_new.iter().chain(&turn.messages);
-        let text: usize = messages.clone().map(|m| m.as_bytes().len()).sum();
-        let mut cmd =
-            redis::Cmd::with_capacity(12 + turn.if_new.len() + turn.messages.len(), text + 400);
+    fn append_cmd(&self, turns: &[(&Tenant, &SessionId, &Turn)]) -> redis::Cmd {
+        let (mut args, mut bytes) = (4, 64);
+        for (_, _, turn) in turns {
+            let messages = turn.if_new.len() + turn.messages.len();
+            args += 10 + messages;
+            let text: usize = turn
+                .if_new
+                .iter()
+                .chain(&turn.messages)
+                .map(|m| m.as_bytes().len())
+                .sum();
+            bytes += 300 + text;
+        }
+        let mut cmd = redis::Cmd::with_capacity(args, bytes);
         cmd.arg("EVALSHA")
-            .arg(APPEND_TURN.get_hash())
-            .arg(2)
-            .arg(Key::Messages(tenant, session).to_redis())
-            .arg(Key::SessionMeta(tenant, session).to_redis())
-            .arg(self.ttl_secs())
-            .arg(turn.at_ms)
-            .arg(turn.usage.prompt_tokens)
-            .arg(turn.usage.completion_tokens)
-            .arg(turn.usage.total_tokens)
-            .arg(turn.model.as_deref().unwrap_or(""))
-            .arg(&turn.id)
-            .arg(turn.if_new.len());
-        for message in messages {
-            cmd.arg(message.as_bytes());
+            .arg(APPEND_TURNS.get_hash())
+            .arg(2 * turns.len());
+        for (tenant, session, _) in turns {
+            cmd.arg(Key::Messages(tenant, session).to_redis())
+                .arg(Key::SessionMeta(tenant, session).to_redis());
+        }
+        cmd.arg(self.ttl_secs());
+        for (_, _, turn) in turns {
+            cmd.arg(turn.at_ms)
+                .arg(turn.usage.prompt_tokens)
+                .arg(turn.usage.completion_tokens)
+                .arg(turn.usage.total_tokens)
+                .arg(turn.model.as_deref().unwrap_or(""))
+                .arg(&turn.id)
+                .arg(turn.if_new.len())
+                .arg(turn.if_new.len() + turn.messages.len());
+            for message in turn.if_new.iter().chain(&turn.messages) {
+                cmd.arg(message.as_bytes());
+            }
         }
         cmd
+    }
+
+    /// The pipeline that appends `turns` (in one script call, or one a
+    /// turn) and then adds each session to the indexes, one ZADD per index
+    /// for the whole batch, each member at its latest time: a command costs
+    /// Redis more to read, dispatch and answer than a member costs it to add.
+    fn turns_pipe(
+        &self,
+        turns: &[(&Tenant, &SessionId, &Turn)],
+        one_call: bool,
+    ) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        if one_call {
+            // A call's arguments stay well under what any Redis takes in one
+            // command (Redis 6 refuses over 1,048,576).
+            let mut from = 0;
+            let mut args = 0;
+            for (i, (_, _, turn)) in turns.iter().enumerate() {
+                let turn_args = 10 + turn.if_new.len() + turn.messages.len();
+                if args + turn_args > MAX_CALL_ARGS && i > from {
+                    pipe.add_command(self.append_cmd(&turns[from..i])).ignore();
+                    (from, args) = (i, 0);
+                }
+                args += turn_args;
+            }
+            pipe.add_command(self.append_cmd(&turns[from..])).ignore();
+        } else {
+            for turn in turns {
+                pipe.add_command(self.append_cmd(std::slice::from_ref(turn)))
+                    .ignore();
+            }
+        }
+        // (index, member, last activity)
+        let mut members: Vec<(Key, String, u64)> = Vec::with_capacity(2 * turns.len());
+        for (tenant, session, turn) in turns {
+            members.push((
+                Key::Sessions(tenant),
+                session.as_str().to_owned(),
+                turn.at_ms,
+            ));
+            members.push((
+                Key::AllSessions,
+                all_sessions_member(tenant, session.as_str()),
+                turn.at_ms,
+            ));
+        }
+        members.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)).then(b.2.cmp(&a.2)));
+        members.dedup_by(|later, first| later.0 == first.0 && later.1 == first.1);
+        for index in members.chunk_by(|a, b| a.0 == b.0) {
+            let scored: Vec<(u64, &str)> =
+                index.iter().map(|(_, m, at)| (*at, m.as_str())).collect();
+            self.add_to_index(&mut pipe, &index[0].0.to_redis(), &scored);
+        }
+        pipe
     }
 
     /// Sends `pipe`; when Redis does not know the turn script yet (first
@@ -361,7 +459,7 @@ impl RedisStore {
             Err(StoreError::Redis(e))
                 if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
             {
-                self.timed(APPEND_TURN.load_async(&mut conn)).await?;
+                self.timed(APPEND_TURNS.load_async(&mut conn)).await?;
                 self.timed(pipe.query_async::<()>(&mut conn)).await
             }
             other => other,
@@ -418,14 +516,14 @@ impl Store for RedisStore {
         turn: &Turn,
     ) -> Result<(), StoreError> {
         let mut pipe = redis::pipe();
-        pipe.add_command(self.append_cmd(tenant, session, turn))
+        pipe.add_command(self.append_cmd(&[(tenant, session, turn)]))
             .ignore();
         self.query_with_turn_script(&pipe).await?;
         self.index_session(tenant, session, turn.at_ms).await
     }
 
     /// On a standalone server, the whole batch is one pipeline (one round
-    /// trip, even for a single turn): each turn's script in order, then each
+    /// trip, even for a single turn): the turns' script call, then each
     /// index once. A cluster appends turn by turn (its slots may live on
     /// different nodes).
     async fn append_turns(&self, turns: &[(Tenant, SessionId, Turn)]) -> Result<(), StoreError> {
@@ -435,33 +533,28 @@ impl Store for RedisStore {
             }
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        // (index, member, last activity): one ZADD per index for the whole
-        // batch, each member at its latest time. A command costs Redis more
-        // to read, dispatch and answer than a member costs it to add.
-        let mut members: Vec<(Key, String, u64)> = Vec::with_capacity(2 * turns.len());
-        for (tenant, session, turn) in turns {
-            pipe.add_command(self.append_cmd(tenant, session, turn))
-                .ignore();
-            members.push((
-                Key::Sessions(tenant),
-                session.as_str().to_owned(),
-                turn.at_ms,
-            ));
-            members.push((
-                Key::AllSessions,
-                all_sessions_member(tenant, session.as_str()),
-                turn.at_ms,
-            ));
+        let turns: Vec<(&Tenant, &SessionId, &Turn)> =
+            turns.iter().map(|(t, s, turn)| (t, s, turn)).collect();
+        if self.one_call_per_batch.load(Ordering::Relaxed) {
+            match self
+                .query_with_turn_script(&self.turns_pipe(&turns, true))
+                .await
+            {
+                Err(StoreError::Redis(e))
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::CrossSlot) =>
+                {
+                    // A sharding proxy in front of a cluster: nothing of the
+                    // call was applied; from now on one call per turn.
+                    self.one_call_per_batch.store(false, Ordering::Relaxed);
+                    tracing::info!(
+                        "redis refuses a script over several slots; appending turn by turn"
+                    );
+                }
+                other => return other,
+            }
         }
-        members.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)).then(b.2.cmp(&a.2)));
-        members.dedup_by(|later, first| later.0 == first.0 && later.1 == first.1);
-        for index in members.chunk_by(|a, b| a.0 == b.0) {
-            let scored: Vec<(u64, &str)> =
-                index.iter().map(|(_, m, at)| (*at, m.as_str())).collect();
-            self.add_to_index(&mut pipe, &index[0].0.to_redis(), &scored);
-        }
-        self.query_with_turn_script(&pipe).await
+        self.query_with_turn_script(&self.turns_pipe(&turns, false))
+            .await
     }
 
     async fn read_messages(

@@ -10,6 +10,8 @@ pub struct RedisServer {
     child: Option<Child>,
     /// With an append-only file here, data survives a restart.
     persistence: Option<tempfile::TempDir>,
+    /// Cluster mode, its node file here: one node that owns every slot.
+    cluster: Option<tempfile::TempDir>,
 }
 
 impl RedisServer {
@@ -23,8 +25,42 @@ impl RedisServer {
             port,
             child: None,
             persistence: None,
+            cluster: None,
         };
         server.spawn();
+        server
+    }
+
+    /// One cluster-mode node that owns all 16,384 slots, reached at one
+    /// address as a plain server: what a sharding proxy in front of a
+    /// cluster looks like to a client (every key is served, but a script's
+    /// keys must share a slot).
+    pub fn start_single_node_cluster() -> RedisServer {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = RedisServer {
+            port,
+            child: None,
+            persistence: None,
+            cluster: Some(tempfile::tempdir().unwrap()),
+        };
+        server.spawn();
+        assert!(
+            server
+                .cli(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"])
+                .is_some_and(|out| out.trim() == "OK")
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !server
+            .cli(&["CLUSTER", "INFO"])
+            .is_some_and(|info| info.contains("cluster_state:ok"))
+        {
+            assert!(Instant::now() < deadline, "the one-node cluster is not ok");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         server
     }
 
@@ -39,6 +75,7 @@ impl RedisServer {
             port,
             child: None,
             persistence: Some(tempfile::tempdir().unwrap()),
+            cluster: None,
         };
         server.spawn();
         server
@@ -72,6 +109,14 @@ impl RedisServer {
             ]),
             None => command.args(["--appendonly", "no"]),
         };
+        if let Some(dir) = &self.cluster {
+            command.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                dir.path().join("nodes.conf").to_str().unwrap(),
+            ]);
+        }
         let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
