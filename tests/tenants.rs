@@ -155,3 +155,53 @@ async fn without_tenancy_everyone_shares_one_tenant_and_the_admin_token_guards_i
     let (status, _) = get(&guarded, ADMIN, "/sessions").await;
     assert_eq!(status, 200);
 }
+
+/// The admin token finds a session by id alone by reading the index of
+/// every tenant's sessions: a thousand members a call, not Redis's default
+/// ten (30,000 sessions were 3,000 round trips).
+#[tokio::test]
+async fn the_admin_finds_a_session_among_many_tenants_sessions_in_few_calls() {
+    let mock = MockUpstream::start().await;
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let tether = Tether::start_with(&mock.url(), |s| {
+        s.redis.url = url.clone();
+        s.auth.admin_token = ADMIN.into();
+    })
+    .await;
+    say(&tether, ALICE, "needle").await;
+    // 30,000 sessions of other tenants, as recent as the needle.
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    for chunk in 0..6 {
+        let members: Vec<(u64, String)> = (0..5000)
+            .map(|i| (now, format!("tenant{}/haystack-{i}", chunk * 5000 + i)))
+            .collect();
+        let _: () =
+            redis::AsyncCommands::zadd_multiple(&mut conn, "tether:{all}:sessions", &members)
+                .await
+                .unwrap();
+    }
+    let zscans = || {
+        let stats = redis.cli(&["INFO", "commandstats"]).unwrap();
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_zscan:calls="))
+            .map_or(0, |rest| {
+                rest.split(',').next().unwrap().parse::<u64>().unwrap()
+            })
+    };
+    let before = zscans();
+    let (status, body) = get(&tether, ADMIN, "/history/needle").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["messages"][0]["content"], "hi from needle");
+    let calls = zscans() - before;
+    assert!(calls <= 40, "{calls} ZSCAN calls for 30,001 members");
+}

@@ -133,6 +133,10 @@ static APPEND_TURNS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::n
 /// split), however many messages its turns hold.
 const MAX_CALL_ARGS: usize = 100_000;
 
+/// Members a ZSCAN call looks at: the admin's lookup of a session by id
+/// alone reads the whole index of all tenants' sessions.
+const SCAN_COUNT: usize = 1000;
+
 /// How often at most a session index is pruned and its TTL refreshed.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -726,9 +730,17 @@ impl Store for RedisStore {
         let mut conn = self.conn.clone();
         let scan = async {
             let mut found = Vec::new();
-            let mut iter = conn
-                .zscan_match::<_, _, (String, f64)>(&key, &pattern)
-                .await?;
+            // Redis looks at 10 members a call unless told: a round trip
+            // for every 10 sessions of every tenant.
+            let mut zscan = redis::cmd("ZSCAN");
+            zscan
+                .arg(&key)
+                .cursor_arg(0)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT);
+            let mut iter = zscan.iter_async::<(String, f64)>(&mut conn).await?;
             while let Some(item) = futures_util::StreamExt::next(&mut iter).await {
                 let (member, score) = item?;
                 if score >= cutoff
