@@ -214,22 +214,9 @@ async fn upstream_faults_are_recorded_as_incomplete_and_interrupted() {
 /// are stored once.
 #[tokio::test]
 async fn a_batch_written_twice_is_stored_once() {
-    use tether::store::{MemoryBudget, Retention, Turn, UsageTotals, connect};
+    use tether::store::{Turn, UsageTotals};
     let redis = RedisServer::start();
-    let settings = tether::config::StoreSettings::Redis {
-        url: redis.url(),
-        connect_timeout: Duration::from_secs(1),
-        command_timeout: Duration::from_secs(1),
-        ca_file: None,
-    };
-    let retention = Retention {
-        history_ttl: Duration::from_secs(60),
-    };
-    let memory = MemoryBudget {
-        max_bytes: usize::MAX,
-        evicted: Default::default(),
-    };
-    let store = connect(&settings, retention, memory).await.unwrap().history;
+    let store = redis.store().await;
     let tenant = tether::tenant::Tenant::from_credential(KEY);
     let session = tether::session::SessionId::parse("replayed").unwrap();
     let batch: Vec<_> = (0..20)

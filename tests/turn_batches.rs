@@ -14,25 +14,8 @@ use std::time::Duration;
 use common::RedisServer;
 use serde_json::{Value, json};
 use tether::session::SessionId;
-use tether::store::{MemoryBudget, MessageRange, Retention, Store, Turn, UsageTotals, connect};
+use tether::store::{MessageRange, Store, Turn, UsageTotals};
 use tether::tenant::Tenant;
-
-async fn store_on(redis: &RedisServer) -> Arc<dyn Store> {
-    let settings = tether::config::StoreSettings::Redis {
-        url: redis.url(),
-        connect_timeout: Duration::from_secs(1),
-        command_timeout: Duration::from_secs(2),
-        ca_file: None,
-    };
-    let retention = Retention {
-        history_ttl: Duration::from_secs(60),
-    };
-    let memory = MemoryBudget {
-        max_bytes: usize::MAX,
-        evicted: Default::default(),
-    };
-    connect(&settings, retention, memory).await.unwrap().history
-}
 
 /// Turn `n` of `session`: its system prompt (stored only while the session
 /// is new), a question and an answer.
@@ -117,7 +100,7 @@ fn script_calls(redis: &RedisServer) -> (u64, u64) {
 #[tokio::test]
 async fn a_batch_of_many_sessions_is_one_script_call_and_stores_what_a_call_a_turn_would() {
     let redis = RedisServer::start();
-    let store = store_on(&redis).await;
+    let store = redis.store().await;
     let sessions = sessions();
     let batch = interleaved(&sessions, 4);
 
@@ -142,7 +125,7 @@ async fn behind_one_address_that_refuses_a_script_over_several_slots_turns_go_on
     let redis = tokio::task::spawn_blocking(RedisServer::start_single_node_cluster)
         .await
         .unwrap();
-    let store = store_on(&redis).await;
+    let store = redis.store().await;
     let sessions = sessions();
     // The three sessions' keys hash to three slots.
     let slots: std::collections::BTreeSet<String> = sessions
@@ -173,7 +156,7 @@ async fn behind_one_address_that_refuses_a_script_over_several_slots_turns_go_on
 #[tokio::test]
 async fn a_batch_too_long_for_one_call_is_split_and_stored_whole() {
     let redis = RedisServer::start();
-    let store = store_on(&redis).await;
+    let store = redis.store().await;
     let tenant = Tenant::from_credential("sk-batches");
     // Three imports of 40,000 messages each: 120,000 arguments, past the
     // 100,000 of one call.
@@ -214,7 +197,7 @@ async fn a_turn_redis_refuses_in_the_middle_of_a_batch_costs_only_itself() {
     use tether::metrics::Metrics;
     use tether::record::history_writer::{HistoryWriter, PendingTurn};
     let redis = RedisServer::start();
-    let store = store_on(&redis).await;
+    let store = redis.store().await;
     let sessions = sessions();
     // bravo's meta is not a hash: every write to it fails with WRONGTYPE.
     let tenant = Tenant::from_credential("sk-batches");

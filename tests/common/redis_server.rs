@@ -16,19 +16,7 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut server = RedisServer {
-            port,
-            child: None,
-            persistence: None,
-            cluster: None,
-        };
-        server.spawn();
-        server
+        Self::start_on_free_port(None, None)
     }
 
     /// One cluster-mode node that owns all 16,384 slots, reached at one
@@ -36,18 +24,7 @@ impl RedisServer {
     /// cluster looks like to a client (every key is served, but a script's
     /// keys must share a slot).
     pub fn start_single_node_cluster() -> RedisServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut server = RedisServer {
-            port,
-            child: None,
-            persistence: None,
-            cluster: Some(tempfile::tempdir().unwrap()),
-        };
-        server.spawn();
+        let server = Self::start_on_free_port(None, Some(tempfile::tempdir().unwrap()));
         assert!(
             server
                 .cli(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"])
@@ -66,6 +43,13 @@ impl RedisServer {
 
     /// A server that keeps its data across `restart` (AOF, fsync always).
     pub fn start_persistent() -> RedisServer {
+        Self::start_on_free_port(Some(tempfile::tempdir().unwrap()), None)
+    }
+
+    fn start_on_free_port(
+        persistence: Option<tempfile::TempDir>,
+        cluster: Option<tempfile::TempDir>,
+    ) -> RedisServer {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -74,11 +58,30 @@ impl RedisServer {
         let mut server = RedisServer {
             port,
             child: None,
-            persistence: Some(tempfile::tempdir().unwrap()),
-            cluster: None,
+            persistence,
+            cluster,
         };
         server.spawn();
         server
+    }
+
+    /// tether's store on this server, as `connect` makes it (a 60 s TTL).
+    pub async fn store(&self) -> std::sync::Arc<dyn tether::store::Store> {
+        use tether::store::{MemoryBudget, Retention, connect};
+        let settings = tether::config::StoreSettings::Redis {
+            url: self.url(),
+            connect_timeout: Duration::from_secs(1),
+            command_timeout: Duration::from_secs(2),
+            ca_file: None,
+        };
+        let retention = Retention {
+            history_ttl: Duration::from_secs(60),
+        };
+        let memory = MemoryBudget {
+            max_bytes: usize::MAX,
+            evicted: Default::default(),
+        };
+        connect(&settings, retention, memory).await.unwrap().history
     }
 
     pub fn url(&self) -> String {
