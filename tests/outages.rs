@@ -255,3 +255,58 @@ async fn a_batch_written_twice_is_stored_once() {
         .unwrap();
     assert_eq!(info.message_count, 20);
 }
+
+/// A stream's opening indexes its session at the stream's start. When that
+/// write is carried out after the turn that ended the stream (it failed and
+/// was retried, the turn's write did not), the session's last activity
+/// stays the turn's: `ZADD GT` never moves a score back.
+#[tokio::test]
+async fn an_opening_written_after_its_turn_leaves_the_session_at_the_turns_time() {
+    use tether::store::{StreamRecord, StreamState, Turn, UsageTotals, now_ms};
+    let redis = RedisServer::start();
+    let stores = redis.stores().await;
+    let tenant = tether::tenant::Tenant::from_credential(KEY);
+    let session = tether::session::SessionId::parse("late-opening").unwrap();
+    let (started, ended) = (now_ms() - 5_000, now_ms() - 1_000);
+    let turn = Turn {
+        id: "late-opening-turn".into(),
+        if_new: Vec::new(),
+        messages: vec![json!({"role": "user", "content": "hi"}).into()],
+        usage: UsageTotals::default(),
+        model: None,
+        at_ms: ended,
+    };
+    stores
+        .history
+        .append_turns(&[(tenant.clone(), session.clone(), turn)])
+        .await
+        .unwrap();
+    let record = StreamRecord {
+        id: "late-opening-stream".into(),
+        tenant: tenant.clone(),
+        session: session.to_string(),
+        state: StreamState::Active,
+        events: 0,
+        created_ms: started,
+        heartbeat_ms: started,
+    };
+    let ttl = Duration::from_secs(60);
+    stores
+        .checkpoints
+        .unwrap()
+        .open_stream(&record, ttl, ttl)
+        .await
+        .unwrap();
+    let score = |key: &str, member: &str| redis.cli(&["ZSCORE", key, member]).unwrap();
+    let index = format!("tether:{{t:{tenant}}}:sessions");
+    assert_eq!(score(&index, "late-opening").trim(), ended.to_string());
+    let all = "tether:{all}:sessions";
+    let member = format!("{tenant}/late-opening");
+    assert_eq!(score(all, &member).trim(), ended.to_string());
+    let page = stores
+        .history
+        .list_sessions(&tether::store::Scope::Tenant(tenant), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.entries[0].last_activity_ms, ended);
+}

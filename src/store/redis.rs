@@ -155,7 +155,15 @@ pub struct RedisStore {
     /// A batch's turns go in one script call (see [`APPEND_TURNS`]) until
     /// the server refuses keys of several slots in one call.
     one_call_per_batch: std::sync::atomic::AtomicBool,
+    /// Whether the server takes `ZADD GT` (Redis 6.2 and later), learnt
+    /// from its version once it answers: [`GT_UNKNOWN`] until then.
+    zadd_gt: std::sync::atomic::AtomicU8,
 }
+
+/// [`RedisStore::zadd_gt`]'s states.
+const GT_UNKNOWN: u8 = 0;
+const GT_YES: u8 = 1;
+const GT_NO: u8 = 2;
 
 impl RedisStore {
     /// Sets up the connection and pings once; a failed ping is logged, not returned.
@@ -181,6 +189,7 @@ impl RedisStore {
             nodes: Nodes::Standalone(Box::new(client)),
             pruned: Default::default(),
             one_call_per_batch: std::sync::atomic::AtomicBool::new(true),
+            zadd_gt: std::sync::atomic::AtomicU8::new(GT_UNKNOWN),
             command_timeout,
             retention,
         };
@@ -219,6 +228,7 @@ impl RedisStore {
             nodes: Nodes::Cluster(clients),
             pruned: Default::default(),
             one_call_per_batch: std::sync::atomic::AtomicBool::new(true),
+            zadd_gt: std::sync::atomic::AtomicU8::new(GT_UNKNOWN),
             command_timeout,
             retention,
         };
@@ -244,6 +254,7 @@ impl RedisStore {
             nodes: Nodes::Sentinel(master),
             pruned: Default::default(),
             one_call_per_batch: std::sync::atomic::AtomicBool::new(true),
+            zadd_gt: std::sync::atomic::AtomicU8::new(GT_UNKNOWN),
             command_timeout,
             retention,
         };
@@ -258,7 +269,7 @@ impl RedisStore {
 
     async fn first_ping(&self, shown: &str) {
         match self.ping().await {
-            Ok(()) => tracing::info!(redis = %shown, "redis answered"),
+            Ok(()) => tracing::info!(redis = %shown, gt = self.gt(), "redis answered"),
             Err(e) => tracing::warn!(
                 redis = %shown, error = %e,
                 "redis does not answer; serving anyway and retrying in the background"
@@ -284,12 +295,34 @@ impl RedisStore {
         }
     }
 
+    /// PING, or until the server's version is known, `INFO server`, which
+    /// tells whether it takes `ZADD GT`.
     async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let cmd = redis::cmd("PING");
-        self.timed(cmd.query_async::<String>(&mut conn))
-            .await
-            .map(drop)
+        if self.zadd_gt.load(Ordering::Relaxed) != GT_UNKNOWN {
+            let cmd = redis::cmd("PING");
+            return self
+                .timed(cmd.query_async::<String>(&mut conn))
+                .await
+                .map(drop);
+        }
+        let mut cmd = redis::cmd("INFO");
+        cmd.arg("server");
+        // A cluster answers with each master's text in a map.
+        let info: redis::Value = self.timed(cmd.query_async(&mut conn)).await?;
+        let mut text = String::new();
+        collect_text(&info, &mut text);
+        let gt = takes_zadd_gt(&text);
+        self.zadd_gt
+            .store(if gt { GT_YES } else { GT_NO }, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether index writes use `ZADD GT`: a session's score then never
+    /// goes back, even when a write is carried out after a later one (a
+    /// stream's opening retried after its turn went in).
+    fn gt(&self) -> bool {
+        self.zadd_gt.load(Ordering::Relaxed) == GT_YES
     }
 
     fn ttl_secs(&self) -> i64 {
@@ -351,7 +384,11 @@ impl RedisStore {
         key: &str,
         members: &[(u64, &str)],
     ) {
-        pipe.zadd_multiple(key, members).ignore();
+        if self.gt() {
+            pipe.cmd("ZADD").arg(key).arg("GT").arg(members).ignore();
+        } else {
+            pipe.zadd_multiple(key, members).ignore();
+        }
         if self.prune_due(key) {
             pipe.zrembyscore(key, "-inf", format!("({}", self.cutoff_ms()))
                 .ignore()
@@ -757,6 +794,35 @@ impl Store for RedisStore {
     }
 }
 
+/// Every string in `value`, one after another.
+fn collect_text(value: &redis::Value, text: &mut String) {
+    match value {
+        redis::Value::BulkString(bytes) => text.push_str(&String::from_utf8_lossy(bytes)),
+        redis::Value::SimpleString(s) => text.push_str(s),
+        redis::Value::VerbatimString { text: s, .. } => text.push_str(s),
+        redis::Value::Array(items) | redis::Value::Set(items) => {
+            items.iter().for_each(|v| collect_text(v, text));
+        }
+        redis::Value::Map(pairs) => pairs.iter().for_each(|(_, v)| collect_text(v, text)),
+        _ => {}
+    }
+    text.push('\n');
+}
+
+/// True when `INFO server` names a version that takes `ZADD GT`: Redis
+/// 6.2 or later (Valkey and others report the Redis version they match).
+fn takes_zadd_gt(info: &str) -> bool {
+    let Some(version) = info.lines().find_map(|l| l.strip_prefix("redis_version:")) else {
+        return false;
+    };
+    let mut parts = version
+        .trim()
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (6, 2)
+}
+
 /// The URL with any password replaced, for logs.
 /// The CA certificates of `redis.ca_file`, for `rediss://` connections.
 pub fn private_ca(path: Option<&std::path::Path>) -> Result<Option<TlsCertificates>, StoreError> {
@@ -796,7 +862,38 @@ pub fn redacted(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redacted;
+    use super::{redacted, takes_zadd_gt};
+
+    #[test]
+    fn zadd_gt_is_used_from_redis_6_2() {
+        let info = |v: &str| format!("# Server\r\nredis_version:{v}\r\nredis_mode:standalone\r\n");
+        for (version, gt) in [
+            ("6.0.16", false),
+            ("6.2.0", true),
+            ("7.0.15", true),
+            ("10.0.1", true),
+            ("5.0.7", false),
+            ("garbage", false),
+        ] {
+            assert_eq!(takes_zadd_gt(&info(version)), gt, "{version}");
+        }
+        assert!(!takes_zadd_gt("# Server\r\n"), "no version");
+    }
+
+    #[test]
+    fn a_clusters_info_is_read_from_any_master() {
+        use redis::Value;
+        let node = |version: &str| {
+            Value::BulkString(format!("# Server\r\nredis_version:{version}\r\n").into_bytes())
+        };
+        let answer = Value::Map(vec![
+            (Value::SimpleString("10.0.0.1:7000".into()), node("7.0.15")),
+            (Value::SimpleString("10.0.0.2:7000".into()), node("7.0.15")),
+        ]);
+        let mut text = String::new();
+        super::collect_text(&answer, &mut text);
+        assert!(takes_zadd_gt(&text), "{text}");
+    }
 
     #[test]
     fn passwords_never_reach_the_log() {

@@ -67,6 +67,11 @@ impl RedisServer {
 
     /// tether's store on this server, as `connect` makes it (a 60 s TTL).
     pub async fn store(&self) -> std::sync::Arc<dyn tether::store::Store> {
+        self.stores().await.history
+    }
+
+    /// The same with its checkpoint store.
+    pub async fn stores(&self) -> tether::store::Stores {
         use tether::store::{MemoryBudget, Retention, connect};
         let settings = tether::config::StoreSettings::Redis {
             url: self.url(),
@@ -81,7 +86,7 @@ impl RedisServer {
             max_bytes: usize::MAX,
             evicted: Default::default(),
         };
-        connect(&settings, retention, memory).await.unwrap().history
+        connect(&settings, retention, memory).await.unwrap()
     }
 
     pub fn url(&self) -> String {
