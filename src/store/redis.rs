@@ -318,6 +318,15 @@ impl RedisStore {
         Ok(())
     }
 
+    /// Learns the server's version if it is not known yet (Redis was down
+    /// at start and no health check has reached it since): one round trip,
+    /// once. A failure leaves it for the next write.
+    pub(super) async fn learn_version(&self) {
+        if self.zadd_gt.load(Ordering::Relaxed) == GT_UNKNOWN {
+            let _ = self.ping().await;
+        }
+    }
+
     /// Whether index writes use `ZADD GT`: a session's score then never
     /// goes back, even when a write is carried out after a later one (a
     /// stream's opening retried after its turn went in).
@@ -568,6 +577,7 @@ impl Store for RedisStore {
     /// index once. A cluster appends turn by turn (its slots may live on
     /// different nodes).
     async fn append_turns(&self, turns: &[(Tenant, SessionId, Turn)]) -> Result<(), StoreError> {
+        self.learn_version().await;
         if self.is_cluster() {
             for (tenant, session, turn) in turns {
                 self.append_turn(tenant, session, turn).await?;

@@ -66,6 +66,7 @@ impl CheckpointStore for RedisStore {
         ttl: Duration,
         history_ttl: Duration,
     ) -> Result<(), StoreError> {
+        self.learn_version().await;
         let meta = Key::StreamMeta(&record.id).to_redis();
         let mut pipe = redis::pipe();
         pipe.hset_multiple(
