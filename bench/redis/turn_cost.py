@@ -12,7 +12,8 @@ sys, of the server process only). With `--instructions` it runs each way
 once in a redis-server of its own under valgrind's callgrind and prints the
 instructions it executed per turn, less those of a server that only started,
 loaded the script and stopped: the same count for the same Redis build
-whatever else the machine is doing (needs valgrind).
+whatever else the machine is doing (needs valgrind); then the same for
+turns of sessions that already hold eight.
 
   batch   tether's way on a standalone server: one EVALSHA of the turn
           script (src/store/redis.rs) for the whole pipeline, which appends
@@ -124,8 +125,9 @@ REPLY = json.dumps({"role": "assistant", "content": "Hello! This is a short answ
                     "complete": True}).encode()
 
 
-def batch(way, sha, tag, first, size):
-    """One pipeline of `size` turns written `way`; its bytes and reply count."""
+def batch(way, sha, tag, first, size, n=0):
+    """One pipeline of `size` turns written `way` (each session's turn `n`);
+    its bytes and reply count."""
     parts, members = [], []
     if way not in ("script", "batch"):
         parts.append(enc("MULTI"))
@@ -133,9 +135,9 @@ def batch(way, sha, tag, first, size):
     for i in range(first, first + size):
         sid = f"{tag}-{i}"
         messages, meta = f"tether:{{s:t:{sid}}}:messages", f"tether:{{s:t:{sid}}}:meta"
-        at = 1765000000000 + i
+        at = 1765000000000 + n * 1000000 + i
         # The script's arguments for one turn (see APPEND_TURNS).
-        turn = [at, 20, 12, 32, "bench-model", f"turn-{sid}", 1, 3, SYSTEM, USER, REPLY]
+        turn = [at, 20, 12, 32, "bench-model", f"turn-{sid}-{n}", 1, 3, SYSTEM, USER, REPLY]
         if way == "script":
             parts.append(enc("EVALSHA", sha, 2, messages, meta, 86400, *turn))
         elif way == "batch":
@@ -185,21 +187,23 @@ def load_script(conn):
     return hashlib.sha1(script.encode()).hexdigest()
 
 
-def write_turns(conn, way, sha, tag, turns, size):
+def write_turns(conn, way, sha, tag, turns, size, n=0):
     for first in range(0, turns, size):
-        data, replies = batch(way, sha, tag, first, size)
+        data, replies = batch(way, sha, tag, first, size, n)
         conn.call(data, replies)
 
 
-def instructions(way, turns, size, log):
-    """Instructions redis-server executes, started, writing `turns` turns
-    `way` (none for `None`) and stopped."""
+def instructions(way, turns, size, log, earlier=0, measured=True):
+    """Instructions redis-server executes, started, writing `earlier` turns
+    to each of `turns` sessions and then (if `measured`) one more, `way`
+    (nothing for `None`), and stopped."""
     port = free_port()
     server, conn = start_server(port, ("valgrind", "--tool=callgrind",
                                        "--callgrind-out-file=/dev/null", f"--log-file={log}"))
     sha = load_script(conn)
     if way:
-        write_turns(conn, way, sha, way, turns, size)
+        for n in range(earlier + (1 if measured else 0)):
+            write_turns(conn, way, sha, way, turns, size, n)
     try:
         conn.call(enc("SHUTDOWN", "NOSAVE"), 1)
     except (ConnectionError, OSError):
@@ -221,6 +225,11 @@ def main():
               f"{size} a pipeline:")
         for way in WAYS:
             spent = instructions(way, turns, size, log) - base
+            print(f"  {way:6}  {spent / turns:9.0f}")
+        print("the same for the 9th turn of each session (8 written before):")
+        for way in ("batch", "script"):
+            before = instructions(way, turns, size, log, earlier=8, measured=False)
+            spent = instructions(way, turns, size, log, earlier=8) - before
             print(f"  {way:6}  {spent / turns:9.0f}")
         return
     port = free_port()
