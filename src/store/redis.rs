@@ -31,11 +31,11 @@ use crate::session::SessionId;
 use crate::tenant::Tenant;
 
 /// Appends turns, each atomically and in order: one script call for a
-/// whole batch on a standalone server (what a call costs Redis before it
-/// does anything, 33,000 instructions, is then paid once a batch rather
-/// than once a turn: `bench/redis/turn_cost.py --instructions`), one per
-/// turn on a cluster or a sharding proxy, where a script's keys must share
-/// a slot (each turn's keys do).
+/// whole batch on a standalone server (a call's own cost, about 16,000
+/// instructions of redis-server beyond its turns' work, is then paid once a
+/// batch rather than once a turn: `bench/redis/turn_cost.py --instructions`),
+/// one per turn on a cluster or a sharding proxy, where a script's keys
+/// must share a slot (each turn's keys do).
 /// A retry of a turn already applied (its answer was lost) changes nothing:
 /// the session remembers the ids of the last 16 turns it took (a retried
 /// batch may hold several turns of one session). The session's
