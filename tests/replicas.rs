@@ -297,14 +297,11 @@ fn write_commands(redis: &RedisServer) -> BTreeMap<String, u64> {
         "xrevrange",
         "ping",
     ];
-    let stats = redis.cli(&["INFO", "commandstats"]).unwrap();
-    stats
-        .lines()
-        .filter_map(|l| {
-            let name = l.strip_prefix("cmdstat_")?.split(':').next()?.to_owned();
-            let calls = l.split("calls=").nth(1)?.split(',').next()?.parse().ok()?;
-            (!READS.contains(&name.as_str())).then_some((name, calls))
-        })
+    redis
+        .command_stats()
+        .into_iter()
+        .filter(|(name, _)| !READS.contains(&name.as_str()))
+        .map(|(name, stats)| (name, stats.calls))
         .collect()
 }
 

@@ -189,15 +189,7 @@ async fn the_admin_finds_a_session_among_many_tenants_sessions_in_few_calls() {
                 .await
                 .unwrap();
     }
-    let zscans = || {
-        let stats = redis.cli(&["INFO", "commandstats"]).unwrap();
-        stats
-            .lines()
-            .find_map(|l| l.strip_prefix("cmdstat_zscan:calls="))
-            .map_or(0, |rest| {
-                rest.split(',').next().unwrap().parse::<u64>().unwrap()
-            })
-    };
+    let zscans = || redis.command_stats().get("zscan").map_or(0, |s| s.calls);
     let before = zscans();
     let (status, body) = get(&tether, ADMIN, "/history/needle").await;
     assert_eq!(status, 200, "{body}");

@@ -82,19 +82,8 @@ async fn assert_stored(store: &dyn Store, sessions: &[SessionId], turns: usize) 
 /// first call before the script was loaded, left out), and those refused
 /// before they ran.
 fn script_calls(redis: &RedisServer) -> (u64, u64) {
-    let stats = redis.cli(&["INFO", "commandstats"]).unwrap();
-    let Some(line) = stats.lines().find(|l| l.starts_with("cmdstat_evalsha:")) else {
-        return (0, 0);
-    };
-    let field = |name: &str| -> u64 {
-        line.split([':', ','])
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-            .map_or(0, |n| n.trim().parse().unwrap())
-    };
-    (
-        field("calls") - field("failed_calls"),
-        field("rejected_calls"),
-    )
+    let evalsha = redis.command_stats().remove("evalsha").unwrap_or_default();
+    (evalsha.calls - evalsha.failed_calls, evalsha.rejected_calls)
 }
 
 #[tokio::test]

@@ -156,16 +156,28 @@ pub struct RedisStore {
     /// the server refuses keys of several slots in one call.
     one_call_per_batch: std::sync::atomic::AtomicBool,
     /// Whether the server takes `ZADD GT` (Redis 6.2 and later), learnt
-    /// from its version once it answers: [`GT_UNKNOWN`] until then.
-    zadd_gt: std::sync::atomic::AtomicU8,
+    /// from its version once it answers.
+    zadd_gt: std::sync::OnceLock<bool>,
 }
 
-/// [`RedisStore::zadd_gt`]'s states.
-const GT_UNKNOWN: u8 = 0;
-const GT_YES: u8 = 1;
-const GT_NO: u8 = 2;
-
 impl RedisStore {
+    fn new(
+        conn: RedisConn,
+        nodes: Nodes,
+        command_timeout: Duration,
+        retention: Retention,
+    ) -> RedisStore {
+        RedisStore {
+            conn,
+            nodes,
+            pruned: Default::default(),
+            command_timeout,
+            retention,
+            one_call_per_batch: std::sync::atomic::AtomicBool::new(true),
+            zadd_gt: std::sync::OnceLock::new(),
+        }
+    }
+
     /// Sets up the connection and pings once; a failed ping is logged, not returned.
     pub async fn connect(
         url: &str,
@@ -184,15 +196,12 @@ impl RedisStore {
             .set_max_delay(Duration::from_secs(1))
             .set_number_of_retries(3);
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
-        let store = RedisStore {
-            conn: RedisConn::Single(conn),
-            nodes: Nodes::Standalone(Box::new(client)),
-            pruned: Default::default(),
-            one_call_per_batch: std::sync::atomic::AtomicBool::new(true),
-            zadd_gt: std::sync::atomic::AtomicU8::new(GT_UNKNOWN),
+        let store = RedisStore::new(
+            RedisConn::Single(conn),
+            Nodes::Standalone(Box::new(client)),
             command_timeout,
             retention,
-        };
+        );
         store.first_ping(&redacted(url)).await;
         Ok(store)
     }
@@ -223,15 +232,12 @@ impl RedisStore {
         if clients.is_empty() {
             return Err(StoreError::Corrupt("no cluster node".into()));
         }
-        let store = RedisStore {
-            conn: RedisConn::Cluster(Arc::new(LazyCluster::new(cluster))),
-            nodes: Nodes::Cluster(clients),
-            pruned: Default::default(),
-            one_call_per_batch: std::sync::atomic::AtomicBool::new(true),
-            zadd_gt: std::sync::atomic::AtomicU8::new(GT_UNKNOWN),
+        let store = RedisStore::new(
+            RedisConn::Cluster(Arc::new(LazyCluster::new(cluster))),
+            Nodes::Cluster(clients),
             command_timeout,
             retention,
-        };
+        );
         let shown: Vec<String> = nodes.iter().map(|n| redacted(n)).collect();
         store.first_ping(&shown.join(",")).await;
         Ok(store)
@@ -249,15 +255,12 @@ impl RedisStore {
             connect_timeout,
             command_timeout,
         )?);
-        let store = RedisStore {
-            conn: RedisConn::Sentinel(master.clone()),
-            nodes: Nodes::Sentinel(master),
-            pruned: Default::default(),
-            one_call_per_batch: std::sync::atomic::AtomicBool::new(true),
-            zadd_gt: std::sync::atomic::AtomicU8::new(GT_UNKNOWN),
+        let store = RedisStore::new(
+            RedisConn::Sentinel(master.clone()),
+            Nodes::Sentinel(master),
             command_timeout,
             retention,
-        };
+        );
         let shown = format!(
             "sentinel {} master {}",
             settings.sentinels.join(","),
@@ -299,7 +302,7 @@ impl RedisStore {
     /// tells whether it takes `ZADD GT`.
     async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        if self.zadd_gt.load(Ordering::Relaxed) != GT_UNKNOWN {
+        if self.zadd_gt.get().is_some() {
             let cmd = redis::cmd("PING");
             return self
                 .timed(cmd.query_async::<String>(&mut conn))
@@ -312,9 +315,7 @@ impl RedisStore {
         let info: redis::Value = self.timed(cmd.query_async(&mut conn)).await?;
         let mut text = String::new();
         collect_text(&info, &mut text);
-        let gt = takes_zadd_gt(&text);
-        self.zadd_gt
-            .store(if gt { GT_YES } else { GT_NO }, Ordering::Relaxed);
+        let _ = self.zadd_gt.set(takes_zadd_gt(&text));
         Ok(())
     }
 
@@ -322,7 +323,7 @@ impl RedisStore {
     /// at start and no health check has reached it since): one round trip,
     /// once. A failure leaves it for the next write.
     pub(super) async fn learn_version(&self) {
-        if self.zadd_gt.load(Ordering::Relaxed) == GT_UNKNOWN {
+        if self.zadd_gt.get().is_none() {
             let _ = self.ping().await;
         }
     }
@@ -331,7 +332,7 @@ impl RedisStore {
     /// goes back, even when a write is carried out after a later one (a
     /// stream's opening retried after its turn went in).
     fn gt(&self) -> bool {
-        self.zadd_gt.load(Ordering::Relaxed) == GT_YES
+        self.zadd_gt.get() == Some(&true)
     }
 
     fn ttl_secs(&self) -> i64 {
@@ -351,14 +352,10 @@ impl RedisStore {
         session: &SessionId,
         at_ms: u64,
     ) -> Result<(), StoreError> {
-        let all_member = all_sessions_member(tenant, session.as_str());
-        for (key, member) in [
-            (Key::Sessions(tenant).to_redis(), session.as_str()),
-            (Key::AllSessions.to_redis(), all_member.as_str()),
-        ] {
+        for (key, member) in index_entries(tenant, session) {
             let mut conn = self.conn.clone();
             let mut pipe = redis::pipe();
-            self.add_to_index(&mut pipe, &key, &[(at_ms, member)]);
+            self.add_to_index(&mut pipe, &key.to_redis(), &[(at_ms, member.as_str())]);
             self.timed(pipe.query_async::<()>(&mut conn)).await?;
         }
         Ok(())
@@ -372,17 +369,9 @@ impl RedisStore {
         session: &SessionId,
         at_ms: u64,
     ) {
-        let all_member = all_sessions_member(tenant, session.as_str());
-        self.add_to_index(
-            pipe,
-            &Key::Sessions(tenant).to_redis(),
-            &[(at_ms, session.as_str())],
-        );
-        self.add_to_index(
-            pipe,
-            &Key::AllSessions.to_redis(),
-            &[(at_ms, all_member.as_str())],
-        );
+        for (key, member) in index_entries(tenant, session) {
+            self.add_to_index(pipe, &key.to_redis(), &[(at_ms, member.as_str())]);
+        }
     }
 
     /// One ZADD of `members` (score = last activity) to the index `key`,
@@ -457,40 +446,25 @@ impl RedisStore {
         one_call: bool,
     ) -> redis::Pipeline {
         let mut pipe = redis::pipe();
-        if one_call {
-            // A call's arguments stay well under what any Redis takes in one
-            // command (Redis 6 refuses over 1,048,576).
-            let mut from = 0;
-            let mut args = 0;
-            for (i, (_, _, turn)) in turns.iter().enumerate() {
-                let turn_args = 10 + turn.if_new.len() + turn.messages.len();
-                if args + turn_args > MAX_CALL_ARGS && i > from {
-                    pipe.add_command(self.append_cmd(&turns[from..i])).ignore();
-                    (from, args) = (i, 0);
-                }
-                args += turn_args;
+        // Calls of at most this many arguments, a turn never split: one
+        // turn a call when it is 0. A call stays well under what any Redis
+        // takes in one command (Redis 6 refuses over 1,048,576).
+        let max_args = if one_call { MAX_CALL_ARGS } else { 0 };
+        let (mut from, mut args) = (0, 0);
+        for (i, (_, _, turn)) in turns.iter().enumerate() {
+            let turn_args = 10 + turn.if_new.len() + turn.messages.len();
+            if args + turn_args > max_args && i > from {
+                pipe.add_command(self.append_cmd(&turns[from..i])).ignore();
+                (from, args) = (i, 0);
             }
-            pipe.add_command(self.append_cmd(&turns[from..])).ignore();
-        } else {
-            for turn in turns {
-                pipe.add_command(self.append_cmd(std::slice::from_ref(turn)))
-                    .ignore();
-            }
+            args += turn_args;
         }
+        pipe.add_command(self.append_cmd(&turns[from..])).ignore();
         // (index, member, last activity)
-        let mut members: Vec<(Key, String, u64)> = Vec::with_capacity(2 * turns.len());
-        for (tenant, session, turn) in turns {
-            members.push((
-                Key::Sessions(tenant),
-                session.as_str().to_owned(),
-                turn.at_ms,
-            ));
-            members.push((
-                Key::AllSessions,
-                all_sessions_member(tenant, session.as_str()),
-                turn.at_ms,
-            ));
-        }
+        let members = turns.iter().flat_map(|(tenant, session, turn)| {
+            index_entries(tenant, session).map(|(key, member)| (key, member, turn.at_ms))
+        });
+        let mut members: Vec<(Key, String, u64)> = members.collect();
         members.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)).then(b.2.cmp(&a.2)));
         members.dedup_by(|later, first| later.0 == first.0 && later.1 == first.1);
         for index in members.chunk_by(|a, b| a.0 == b.0) {
@@ -762,11 +736,10 @@ impl Store for RedisStore {
             Key::SessionMeta(tenant, session).to_redis(),
         ];
         let deleted: usize = self.timed(conn.del(&keys)).await?;
-        self.timed(conn.zrem::<_, _, ()>(Key::Sessions(tenant).to_redis(), session.as_str()))
-            .await?;
-        let member = all_sessions_member(tenant, session.as_str());
-        self.timed(conn.zrem::<_, _, ()>(Key::AllSessions.to_redis(), member))
-            .await?;
+        for (key, member) in index_entries(tenant, session) {
+            self.timed(conn.zrem::<_, _, ()>(key.to_redis(), member))
+                .await?;
+        }
         Ok(deleted > 0)
     }
 
@@ -802,6 +775,18 @@ impl Store for RedisStore {
         tenants.sort();
         Ok(tenants)
     }
+}
+
+/// The session's entries in the indexes: its tenant's, by session id, and
+/// the admin's, by `tenant/session`.
+fn index_entries<'a>(tenant: &'a Tenant, session: &SessionId) -> [(Key<'a>, String); 2] {
+    [
+        (Key::Sessions(tenant), session.as_str().to_owned()),
+        (
+            Key::AllSessions,
+            all_sessions_member(tenant, session.as_str()),
+        ),
+    ]
 }
 
 /// Every string in `value`, one after another.

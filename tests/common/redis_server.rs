@@ -5,6 +5,16 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// One command's counts in `INFO commandstats`: `calls` counts those
+/// carried out (`failed_calls` of them answered an error), and
+/// `rejected_calls` those refused before they ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CommandStats {
+    pub calls: u64,
+    pub failed_calls: u64,
+    pub rejected_calls: u64,
+}
+
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
@@ -147,6 +157,29 @@ impl RedisServer {
     /// True when the server answers PING.
     pub fn ping(&self) -> bool {
         self.cli(&["PING"]).is_some_and(|out| out.trim() == "PONG")
+    }
+
+    /// `INFO commandstats` by command name (lower case, `cmdstat_` left off).
+    pub fn command_stats(&self) -> std::collections::BTreeMap<String, CommandStats> {
+        let stats = self.cli(&["INFO", "commandstats"]).unwrap();
+        stats
+            .lines()
+            .filter_map(|line| {
+                let (name, fields) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+                let field = |key: &str| -> u64 {
+                    fields
+                        .split(',')
+                        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+                        .map_or(0, |n| n.trim().parse().unwrap())
+                };
+                let stats = CommandStats {
+                    calls: field("calls"),
+                    failed_calls: field("failed_calls"),
+                    rejected_calls: field("rejected_calls"),
+                };
+                Some((name.to_owned(), stats))
+            })
+            .collect()
     }
 
     /// Runs `redis-cli` against this server and returns its stdout.
