@@ -7,6 +7,7 @@
 #   SUBJECTS="redis" bench/callgrind.sh  # tether recording into a redis-server of its own
 #   bench/callgrind.sh stream          # the same with 50-chunk streams (per chunk)
 #   TETHER=/path/to/tether bench/callgrind.sh   # another build of tether
+#   EARLIER=20 bench/callgrind.sh      # each request the 21st turn of a chat
 #
 # Each subject runs under callgrind twice, for WARM and WARM+COUNT requests sent
 # one after another on one keep-alive connection, each in a new session; the
@@ -28,13 +29,19 @@ UP_PORT=${UP_PORT:-18181}
 PORT=${PORT:-18182}
 REDIS_PORT=${REDIS_PORT:-18183}
 SUBJECTS=${SUBJECTS:-bare off mem}
+EARLIER=${EARLIER:-0}
 
 drive() { # requests
-    python3 - "$PORT" "$1" "$MODE" <<'EOF'
+    python3 - "$PORT" "$1" "$MODE" "$EARLIER" <<'EOF'
 import http.client, json, sys
 port, n, stream = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "stream"
+# EARLIER turns of conversation before the new question: what a client
+# sends on the n-th turn of a chat (the whole conversation every time).
+earlier = [m for k in range(int(sys.argv[4])) for m in (
+    {"role": "user", "content": f"Question {k}: tell me about topic {k}, briefly please."},
+    {"role": "assistant", "content": f"Topic {k} is a broad one. " * 12})]
 body = json.dumps({"model": "bench-model", "stream": stream, "messages": [
-    {"role": "system", "content": "You are a benchmark."},
+    {"role": "system", "content": "You are a benchmark."}, *earlier,
     {"role": "user", "content": "Say something short."}]}, separators=(",", ":"))
 conn = http.client.HTTPConnection("127.0.0.1", port)
 for i in range(n):

@@ -16,44 +16,135 @@ pub fn is_object(text: &[u8]) -> bool {
     text.trim_ascii_start().first() == Some(&b'{')
 }
 
-/// Valid JSON text without the whitespace between its tokens; `None` when
-/// it nests deeper than a `Value` may (it could not be read back). Skipping
-/// a member, as a strict read does with what it does not look at, has no
-/// such limit, so it is counted here, in the same pass.
-pub fn compact(json: &str) -> Option<String> {
-    let bytes = json.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut depth = 0usize;
-    let mut in_string = false;
+/// The end of the string whose text starts at `from` (just after its
+/// opening quote): the index of its closing quote, and whether it has
+/// escapes. The text between quotes is skipped with `memchr`, not byte by
+/// byte: strings are most of a message.
+fn string_end(bytes: &[u8], from: usize) -> (usize, bool) {
+    let mut at = from;
     let mut escaped = false;
-    for &b in bytes {
-        if in_string {
-            out.push(b);
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
+    while let Some(found) = memchr::memchr2(b'"', b'\\', &bytes[at..]) {
+        at += found;
+        if bytes[at] == b'"' {
+            return (at, escaped);
         }
-        match b {
-            b' ' | b'\t' | b'\n' | b'\r' => continue,
-            b'"' => in_string = true,
-            b'[' | b'{' => {
+        escaped = true;
+        at += 2;
+    }
+    // Unterminated: not valid JSON, which callers never pass.
+    (bytes.len(), escaped)
+}
+
+/// Appends valid JSON text to `out` without the whitespace between its
+/// tokens.
+pub fn compact_into(text: &[u8], out: &mut Vec<u8>) {
+    out.reserve(text.len());
+    let mut at = 0;
+    while at < text.len() {
+        match text[at] {
+            b'"' => {
+                let (end, _) = string_end(text, at + 1);
+                let end = (end + 1).min(text.len());
+                out.extend_from_slice(&text[at..end]);
+                at = end;
+            }
+            b' ' | b'\t' | b'\n' | b'\r' => at += 1,
+            b => {
+                out.push(b);
+                at += 1;
+            }
+        }
+    }
+}
+
+/// What one pass over the text of an object finds out about it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ObjectScan<'a> {
+    /// Its `role` when that is a string (`None` for any other value or
+    /// none), and whether it has a `model` or `timestamp` member.
+    Read {
+        role: Option<&'a str>,
+        stamped: bool,
+    },
+    /// A member name or the role with escapes, or one of those three
+    /// members given twice: a parser's rules decide.
+    Unusual,
+    /// Nested deeper than a `serde_json::Value` may be: it could not be
+    /// read back. Skipping a member, as a strict read does, has no such
+    /// limit, so it is counted here.
+    TooDeep,
+}
+
+/// The top-level member a scan is in the value of.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Member {
+    Role,
+    Other,
+}
+
+/// Reads an object's valid JSON text once, without building anything: the
+/// members history looks at, and its depth.
+pub fn scan_object(text: &str) -> ObjectScan<'_> {
+    let bytes = text.as_bytes();
+    let (mut depth, mut at) = (0usize, 0usize);
+    let mut expect_name = false;
+    let mut member = Member::Other;
+    let (mut role, mut seen_role, mut seen_model, mut seen_timestamp) = (None, false, false, false);
+    while at < bytes.len() {
+        match bytes[at] {
+            b'"' => {
+                let (end, escaped) = string_end(bytes, at + 1);
+                if depth == 1 {
+                    let name_or_value = &bytes[at + 1..end.min(bytes.len())];
+                    if expect_name {
+                        expect_name = false;
+                        let seen = match name_or_value {
+                            b"role" => &mut seen_role,
+                            b"model" => &mut seen_model,
+                            b"timestamp" => &mut seen_timestamp,
+                            _ if escaped => return ObjectScan::Unusual,
+                            _ => {
+                                member = Member::Other;
+                                at = end + 1;
+                                continue;
+                            }
+                        };
+                        if std::mem::replace(seen, true) {
+                            return ObjectScan::Unusual;
+                        }
+                        member = if name_or_value == b"role" {
+                            Member::Role
+                        } else {
+                            Member::Other
+                        };
+                    } else if member == Member::Role {
+                        if escaped {
+                            return ObjectScan::Unusual;
+                        }
+                        role = Some(&text[at + 1..end]);
+                        member = Member::Other;
+                    }
+                }
+                at = end + 1;
+                continue;
+            }
+            b'{' | b'[' => {
                 depth += 1;
                 if depth > MAX_DEPTH {
-                    return None;
+                    return ObjectScan::TooDeep;
                 }
+                expect_name = depth == 1;
             }
-            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' if depth == 1 => expect_name = true,
             _ => {}
         }
-        out.push(b);
+        at += 1;
     }
-    // Only ASCII whitespace outside strings was removed from valid UTF-8.
-    String::from_utf8(out).ok()
+    ObjectScan::Read {
+        role,
+        stamped: seen_model || seen_timestamp,
+    }
 }
 
 /// A member read as a string when it is one, as `Value::as_str` reads it:
@@ -189,9 +280,14 @@ impl MaybeStr<'_> {
 mod tests {
     use super::*;
 
+    fn compact(text: &str) -> String {
+        let mut out = Vec::new();
+        compact_into(text.as_bytes(), &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn whitespace_inside_strings_is_kept() {
-        let compact = |text: &str| compact(text).unwrap();
         assert_eq!(
             compact("{ \"a\" : \"x \\\" y\" ,\n\t\"b\": [ 1 , 2 ] }"),
             "{\"a\":\"x \\\" y\",\"b\":[1,2]}"
@@ -234,12 +330,19 @@ mod tests {
     #[test]
     fn depth_is_counted_as_serde_json_counts_it() {
         for depth in [1, 126, 127, 128, 50_000] {
-            let text = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
-            let parsed = serde_json::from_str::<serde_json::Value>(&text).is_ok();
-            assert_eq!(compact(&text).is_some(), parsed, "depth {depth}");
+            let text = format!("{{\"a\":{}1{}}}", "[".repeat(depth), "]".repeat(depth));
+            let object = serde_json::from_str::<serde_json::Value>(&text).is_ok();
+            assert_eq!(
+                scan_object(&text) != ObjectScan::TooDeep,
+                object,
+                "depth {depth}"
+            );
         }
-        let brackets_in_strings = format!("[\"{}\\\"\"]", "[{".repeat(200));
-        assert!(compact(&brackets_in_strings).is_some());
+        let brackets_in_strings = format!("{{\"a\":\"{}\\\"\"}}", "[{".repeat(200));
+        assert!(matches!(
+            scan_object(&brackets_in_strings),
+            ObjectScan::Read { .. }
+        ));
         assert!(is_object(b" \n{}") && !is_object(b"[{}]"));
     }
 }

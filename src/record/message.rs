@@ -1,21 +1,23 @@
-//! One message of a recorded conversation, kept as the JSON text it will be
-//! stored as.
+//! One message of a recorded conversation, kept as the JSON text it came as.
 //!
 //! A chat request's messages are most of what history stores, and each
 //! stored message is the request's message plus the turn's `model` and
 //! `timestamp`. Parsing every message into a `serde_json::Value` tree,
 //! inserting two members and writing it out again was about a fifth of the
 //! instructions of a recorded request; a message is instead kept as its own
-//! text with whitespace removed, and the two members are appended to that
-//! text. Only a message that already has a `model` or `timestamp` member
-//! (whose value history replaces) goes through a `Value`.
+//! text, read once for its role and depth, and only when it is stored
+//! written out without whitespace with the two members appended. A client
+//! sends the whole conversation on every turn, so most messages of a long
+//! one are read and never stored. Only a message that already has a
+//! `model` or `timestamp` member (whose value history replaces) goes
+//! through a `Value`.
 
 use std::borrow::Cow;
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::json_text::compact;
+use super::json_text::{ObjectScan, compact_into, scan_object};
 use crate::store::StoredMessage;
 
 /// Who wrote a message, as far as history's de-duplication cares.
@@ -45,10 +47,13 @@ impl Role {
     }
 }
 
-/// A JSON object as compact text, with its role read once.
-#[derive(Debug, Clone, PartialEq)]
+/// A JSON object as the client sent it, with its role read once.
+#[derive(Debug, Clone)]
 pub struct Message {
-    json: String,
+    /// The object's text, whitespace and all: it is compacted only if it
+    /// is stored, and a client sends the whole conversation on every turn,
+    /// of which history stores the last few messages.
+    json: Box<str>,
     role: Role,
     /// Whether the object has a `model` or `timestamp` member already.
     stamped: bool,
@@ -58,7 +63,8 @@ pub struct Message {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TooDeep;
 
-/// The members of a message that history looks at; the rest is skipped.
+/// The members of a message that history looks at, read by a parser when
+/// the text is unusual (see [`ObjectScan::Unusual`]); the rest is skipped.
 #[derive(Deserialize)]
 struct Head<'a> {
     #[serde(borrow, default)]
@@ -76,26 +82,30 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 }
 
 impl Message {
-    /// A message from the JSON text of an object, as a client sent it.
-    /// `Ok(None)` when `raw` is not an object; an error when it nests
+    /// A message from the valid JSON text of an object, as a client sent
+    /// it. `Ok(None)` when `raw` is not an object; an error when it nests
     /// deeper than a `Value` may (it could not be read back).
     pub fn from_raw(raw: &str) -> Result<Option<Message>, TooDeep> {
         if !raw.starts_with('{') {
             return Ok(None);
         }
-        let json = compact(raw).ok_or(TooDeep)?;
-        Ok(match serde_json::from_str::<Head>(raw) {
-            Ok(head) => Some(Message {
-                json,
-                role: Role::of(head.role.as_deref().unwrap_or("")),
-                stamped: head.model || head.timestamp,
-            }),
-            // A role that is not a string, a member given twice: the rules
-            // of a `Value` decide (the last of duplicates wins).
-            Err(_) => serde_json::from_str(raw)
-                .ok()
-                .as_ref()
-                .and_then(Message::from_value),
+        let message = |role: Option<&str>, stamped| Message {
+            json: raw.into(),
+            role: Role::of(role.unwrap_or("")),
+            stamped,
+        };
+        Ok(match scan_object(raw) {
+            ObjectScan::Read { role, stamped } => Some(message(role, stamped)),
+            ObjectScan::TooDeep => return Err(TooDeep),
+            ObjectScan::Unusual => match serde_json::from_str::<Head>(raw) {
+                Ok(head) => Some(message(head.role.as_deref(), head.model || head.timestamp)),
+                // A member given twice: the rules of a `Value` decide (the
+                // last of duplicates wins).
+                Err(_) => serde_json::from_str(raw)
+                    .ok()
+                    .as_ref()
+                    .and_then(Message::from_value),
+            },
         })
     }
 
@@ -103,7 +113,7 @@ impl Message {
     pub fn from_value(value: &Value) -> Option<Message> {
         let obj = value.as_object()?;
         Some(Message {
-            json: serde_json::to_string(value).unwrap_or_default(),
+            json: serde_json::to_string(value).unwrap_or_default().into(),
             role: Role::of(obj.get("role").and_then(Value::as_str).unwrap_or("")),
             stamped: obj.contains_key("model") || obj.contains_key("timestamp"),
         })
@@ -118,8 +128,9 @@ impl Message {
         serde_json::from_str(&self.json).unwrap_or(Value::Null)
     }
 
-    /// The stored form: the message with `model` (the JSON text of a string
-    /// or `null`) and `timestamp` set, in that order after its own members.
+    /// The stored form: the message without whitespace between its tokens,
+    /// with `model` (the JSON text of a string or `null`) and `timestamp`
+    /// set, in that order after its own members.
     pub fn stamp(self, model: &str, timestamp: &str) -> StoredMessage {
         if self.stamped {
             let mut value = self.to_value();
@@ -132,7 +143,8 @@ impl Message {
             }
             return StoredMessage::new(&value);
         }
-        let mut json = self.json.into_bytes();
+        let mut json = Vec::with_capacity(self.json.len() + model.len() + timestamp.len() + 28);
+        compact_into(self.json.as_bytes(), &mut json);
         // Compact text of an object: its last byte is the closing brace.
         json.pop();
         if json.len() > 1 {
@@ -144,6 +156,14 @@ impl Message {
         json.extend_from_slice(timestamp.as_bytes());
         json.extend_from_slice(b"\"}");
         StoredMessage::from_json(json.into())
+    }
+}
+
+/// Messages are equal when their objects are, whatever whitespace their
+/// text has.
+impl PartialEq for Message {
+    fn eq(&self, other: &Message) -> bool {
+        self.role == other.role && self.to_value() == other.to_value()
     }
 }
 
@@ -196,6 +216,28 @@ mod tests {
             expected["timestamp"] = json!(TIME);
             assert_eq!(stored(from_raw), expected, "{raw}");
             assert_eq!(stored(from_value), expected, "{raw}");
+        }
+    }
+
+    #[test]
+    fn only_the_top_level_members_name_the_role_and_the_stamps() {
+        for raw in [
+            r#"{"content":{"role":"assistant","model":"m"},"role":"user"}"#,
+            r#"{"content":"\"role\":\"assistant\", \\","role":"system"}"#,
+            r#"{"a":[{"timestamp":1},"role"],"role":"developer"}"#,
+            r#" { "role" : "assistant" , "timestamp" : 5 } "#,
+            r#"{"model":null,"role":["assistant"]}"#,
+            r#"{"r\u006fle":"assistant","content":"x"}"#,
+            r#"{"content":"x","model\u0000":1}"#,
+            r#"{"role":"assistant","role":"user"}"#,
+            "{}",
+        ] {
+            let value: Value = serde_json::from_str(raw).unwrap();
+            let read = Message::from_raw(raw.trim()).unwrap().unwrap();
+            let parsed = Message::from_value(&value).unwrap();
+            assert_eq!(read.role(), parsed.role(), "{raw}");
+            assert_eq!(read.stamped, parsed.stamped, "{raw}");
+            assert_eq!(stored(read), stored(parsed), "{raw}");
         }
     }
 
