@@ -118,16 +118,16 @@ impl Run {
     }
 }
 
-/// `workers` workers send non-streamed chat requests back to back for
-/// `duration`, each on its own connection, each request with a new session.
+/// `workers` workers send the non-streamed chat request `body` back to back
+/// for `duration`, each on its own connection, each request with a new
+/// session.
 pub async fn non_stream(
     target: Arc<Target>,
     workers: usize,
     duration: Duration,
     tag: &str,
-    extra_messages: usize,
+    body: Bytes,
 ) -> Run {
-    let body = wire::chat_request(false, extra_messages);
     let expected = wire::completion();
     let start = Instant::now();
     let deadline = start + duration;

@@ -118,13 +118,14 @@ impl Results {
             let a = |m: &str| self.added_ratio(name, bare, m);
             let _ = writeln!(
                 out,
-                "  {name:<14} req/s {:.2}x / {:.2}x   added p50 {}x bare   TTFT p99 added {}x bare   gap p99 added {}x bare   CPU/req {}x bare",
+                "  {name:<14} req/s {:.2}x / {:.2}x   added p50 {}x bare   TTFT p99 added {}x bare   gap p99 added {}x bare   CPU/req {}x bare   chat req/s {}x bare",
                 r("rps", "direct"),
                 r("rps", bare),
                 fmt(a("p50_us"), "{:.2}"),
                 fmt(a("ttft_p99_us"), "{:.2}"),
                 fmt(a("gap_p99_us"), "{:.2}"),
                 fmt(r("cpu_us_per_req", bare), "{:.2}"),
+                fmt(r("chat_rps", bare), "{:.2}"),
             );
         }
         out
@@ -259,7 +260,7 @@ enum Cell {
 }
 
 /// The per-subject table: label, cell, metric, format.
-const ROWS: [(&str, Cell, &str, &str); 20] = [
+const ROWS: [(&str, Cell, &str, &str); 25] = [
     ("non-stream req/s (conc)", Cell::Median, "rps", "{:.0}"),
     ("  p50 latency µs", Cell::Median, "p50_us", "{:.0}"),
     ("  p99 latency µs", Cell::Median, "p99_us", "{:.0}"),
@@ -289,6 +290,31 @@ const ROWS: [(&str, Cell, &str, &str); 20] = [
         "RSS MiB (after non-stream)",
         Cell::Median,
         "rss_mib",
+        "{:.1}",
+    ),
+    (
+        "chat, 21st turn: req/s (conc)",
+        Cell::Median,
+        "chat_rps",
+        "{:.0}",
+    ),
+    ("  added p50 µs", Cell::Added, "chat_p50_us", "{:+.0}"),
+    (
+        "  one at a time: added p50 µs",
+        Cell::Added,
+        "chat_p50_1_us",
+        "{:+.0}",
+    ),
+    (
+        "  CPU µs / request",
+        Cell::Median,
+        "chat_cpu_us_per_req",
+        "{:.1}",
+    ),
+    (
+        "  redis-server CPU µs / req",
+        Cell::Median,
+        "chat_store_cpu_us_per_req",
         "{:.1}",
     ),
     ("streams/s", Cell::Median, "streams_per_s", "{:.0}"),

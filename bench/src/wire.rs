@@ -30,6 +30,27 @@ pub fn chat_request(stream: bool, extra_messages: usize) -> Bytes {
     ))
 }
 
+/// The request of a chat's turn after `earlier` turns: a client sends the
+/// whole conversation every time (the system prompt, each earlier question
+/// and answer, about 350 bytes a turn), and history stores only what
+/// follows the last answer.
+pub fn chat_turn_request(earlier: usize) -> Bytes {
+    let mut messages = String::from(r#"{"role":"system","content":"You are a benchmark."}"#);
+    for k in 0..earlier {
+        messages.push_str(&format!(
+            r#",{{"role":"user","content":"Question {k}: tell me about topic {k}, briefly please."}}"#
+        ));
+        messages.push_str(&format!(
+            r#",{{"role":"assistant","content":"{}"}}"#,
+            format!("Topic {k} is a broad one. ").repeat(12)
+        ));
+    }
+    messages.push_str(r#",{"role":"user","content":"Say something short."}"#);
+    Bytes::from(format!(
+        r#"{{"model":"{MODEL}","stream":false,"messages":[{messages}]}}"#
+    ))
+}
+
 /// The non-streamed completion the upstream answers with.
 pub fn completion() -> Bytes {
     Bytes::from(format!(

@@ -15,22 +15,37 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::Api;
+use super::json_text::{self, MaybeTrue};
 
 /// The request body to send instead, when `body` is a streamed chat (or
 /// legacy) completion that does not ask for usage; `None` to send it as is.
 pub fn ask_for_usage(api: Api, body: &[u8]) -> Option<Bytes> {
-    if !matches!(api, Api::ChatCompletions | Api::Completions) {
+    if !matches!(api, Api::ChatCompletions | Api::Completions) || !json_text::is_object(body) {
         return None;
     }
-    let mut request: Value = serde_json::from_slice(body).ok()?;
-    let object = request.as_object_mut()?;
-    if object.get("stream") != Some(&Value::Bool(true)) {
+    // Only the two members it looks at, the rest skipped unparsed: a chat's
+    // request carries the whole conversation, and this is on the way to the
+    // upstream. A member given twice is left to a `Value`'s rules.
+    let asking = match serde_json::from_slice::<Asking>(body) {
+        Ok(asking) => asking,
+        Err(_) => {
+            let Value::Object(mut object) = serde_json::from_slice(body).ok()? else {
+                return None;
+            };
+            Asking {
+                stream: MaybeTrue(object.get("stream") == Some(&Value::Bool(true))),
+                stream_options: object.remove("stream_options"),
+            }
+        }
+    };
+    if !asking.stream.0 {
         return None;
     }
-    match object.get_mut("stream_options") {
+    match asking.stream_options {
         None => {
             // The common case: add the option in front, leaving every byte
             // the client wrote as it was.
@@ -48,12 +63,28 @@ pub fn ask_for_usage(api: Api, body: &[u8]) -> Option<Bytes> {
         Some(Value::Object(options))
             if options.get("include_usage") != Some(&Value::Bool(true)) =>
         {
-            options.insert("include_usage".into(), Value::Bool(true));
+            // Rare: the client set other options. The body is written anew.
+            let mut request: Value = serde_json::from_slice(body).ok()?;
+            request["stream_options"]["include_usage"] = Value::Bool(true);
             serde_json::to_vec(&request).ok().map(Bytes::from)
         }
         // Asked for already, or a shape the upstream will refuse anyway.
         Some(_) => None,
     }
+}
+
+/// What [`ask_for_usage`] reads of a request.
+#[derive(Deserialize)]
+struct Asking {
+    #[serde(default)]
+    stream: MaybeTrue,
+    /// `Some(Value::Null)` when given as `null`: that is not "not asked".
+    #[serde(default, deserialize_with = "given")]
+    stream_options: Option<Value>,
+}
+
+fn given<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 /// True for the data of the usage chunk: `"choices": []` and a usage object.
@@ -206,6 +237,10 @@ mod tests {
                 .unwrap();
         assert_eq!(sent["stream_options"]["include_usage"], true);
         assert_eq!(sent["stream_options"]["include_obfuscation"], false);
+        // A member given twice: the last one counts, as in a parsed body.
+        let twice = br#"{"stream":false, "messages":[{"role":"user"}], "stream":true}"#;
+        let sent = ask_for_usage(Api::ChatCompletions, twice).unwrap();
+        assert!(sent.starts_with(br#"{"stream_options":{"include_usage":true},"stream":false"#));
     }
 
     #[test]
@@ -214,6 +249,9 @@ mod tests {
             br#"{"stream":true,"stream_options":{"include_usage":true}}"#.as_slice(),
             br#"{"stream":false}"#,
             br#"{"model":"m"}"#,
+            br#"{"stream":true,"stream_options":null}"#,
+            br#"{"stream":false,"stream":true,"stream":false}"#,
+            br#"[true,null]"#,
             b"not json",
         ] {
             assert_eq!(ask_for_usage(Api::ChatCompletions, body), None);

@@ -45,9 +45,9 @@ struct Args {
     /// Fixed port of the mock upstream (peers are configured with it)
     #[arg(long)]
     upstream_port: Option<u16>,
-    /// Run only these workloads (non-stream, streams, history, cost,
+    /// Run only these workloads (non-stream, chat, streams, history, cost,
     /// resume, scale); repeatable [default: all]
-    #[arg(long, value_name = "WORKLOAD", value_parser = ["non-stream", "streams", "history", "cost", "resume", "scale"])]
+    #[arg(long, value_name = "WORKLOAD", value_parser = ["non-stream", "chat", "streams", "history", "cost", "resume", "scale"])]
     only: Vec<String>,
     /// A peer gateway already running, NAME=http://127.0.0.1:PORT
     /// (bench/peers/run.sh starts LiteLLM and Portkey); repeatable
@@ -160,6 +160,9 @@ async fn run(options: &Options, plan: &Plan, only: &[String]) -> Result<Results,
         eprintln!("round {}/{}", round + 1, plan.rounds);
         if wanted("non-stream") {
             workloads::non_stream::round(&subjects, plan, round, &mut results).await;
+        }
+        if wanted("chat") {
+            workloads::non_stream::chat_round(&subjects, plan, round, &mut results).await;
         }
         if wanted("streams") {
             workloads::streams::round(&setup, &subjects, plan, round, &mut results).await;

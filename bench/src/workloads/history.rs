@@ -6,11 +6,11 @@
 
 use std::time::Duration;
 
-use crate::load;
 use crate::report::Results;
 use crate::setup::Setup;
 use crate::workloads::non_stream::judge;
 use crate::workloads::{Plan, check};
+use crate::{load, wire};
 
 pub async fn run(setup: &Setup, plan: &Plan, round: usize, results: &mut Results) {
     let subjects = setup.subjects();
@@ -28,7 +28,7 @@ pub async fn run(setup: &Setup, plan: &Plan, round: usize, results: &mut Results
         plan.concurrency,
         plan.history_duration,
         &tag,
-        plan.history_messages,
+        wire::chat_request(false, plan.history_messages),
     )
     .await;
     judge(s, &run, results);

@@ -46,6 +46,8 @@ pub struct Plan {
     pub cost_streams: usize,
     pub cost_stream: StreamShape,
     pub history_duration: Duration,
+    /// Earlier turns (question and answer) in each request of the chat run.
+    pub chat_turns: usize,
     /// Extra user messages per request in the history run.
     pub history_messages: usize,
     pub scale: usize,
@@ -91,6 +93,7 @@ impl Plan {
             },
             history_duration: Duration::from_secs(1),
             history_messages: 48,
+            chat_turns: 20,
             scale: scale.unwrap_or(200),
             scale_stream: StreamShape {
                 chunks: 10,
