@@ -101,14 +101,17 @@ impl ChatFold {
         first_non_empty_str(&mut self.id, chunk.id.as_deref());
         first_non_empty_str(&mut self.model, chunk.model.as_deref());
         if let Some(error) = chunk.error.filter(|e| !e.is_null()) {
-            self.error = Some(error);
+            self.error = Some(*error);
         }
-        self.take_usage(chunk.usage, chunk.x_groq.and_then(|x| x.usage));
+        self.take_usage(
+            chunk.usage.map(|u| *u),
+            chunk.x_groq.and_then(|x| x.usage).map(|u| *u),
+        );
         let text_mode = self.api == Api::Completions;
         for (position, choice) in chunk.choices.iter().flatten().enumerate() {
             // A body's `message` stands in for the delta, even as null.
             let delta = match (&choice.message, body) {
-                (Some(message), true) => message.as_ref(),
+                (Some(message), true) => message.as_deref(),
                 _ => choice.delta.as_ref(),
             };
             let index = choice.index.0.unwrap_or(position as u64);
@@ -117,7 +120,7 @@ impl ChatFold {
                     text: choice.text.as_deref(),
                     delta: delta.map(DeltaText::view),
                     finish_reason: choice.finish_reason.as_ref(),
-                    logprobs: choice.logprobs.as_ref(),
+                    logprobs: choice.logprobs.as_deref(),
                 },
                 text_mode,
             );

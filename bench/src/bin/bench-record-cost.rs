@@ -1,0 +1,53 @@
+//! tether's recording work without the network, for counting its
+//! instructions under callgrind (`bench/record_cost.sh` runs this twice and
+//! prints the difference per item, so start-up cancels out):
+//!
+//!   bench-record-cost chunks N            fold N chunks of the benchmark's stream
+//!   bench-record-cost request N EARLIER   read N requests of a chat's turn after
+//!                                         EARLIER turns (as the chat run sends)
+//!
+//! End to end figures come from `bench/callgrind.sh`; this isolates the
+//! parsing, where a change is too small to see through the proxy around it.
+
+use std::hint::black_box;
+use std::process::ExitCode;
+
+use bench::wire;
+use tether::record::{Api, Assembler, SseParser, request};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let number = |i: usize| args.get(i).and_then(|a| a.parse::<usize>().ok());
+    match (args.first().map(String::as_str), number(1)) {
+        (Some("chunks"), Some(n)) => fold_chunks(n),
+        (Some("request"), Some(n)) => read_requests(n, number(2).unwrap_or(0)),
+        _ => {
+            eprintln!("usage: bench-record-cost chunks N | request N EARLIER");
+            return ExitCode::from(2);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// What the recorder does with each chunk: SSE framing, then the fold.
+fn fold_chunks(n: usize) {
+    let mut parser = SseParser::new();
+    let mut assembler = Assembler::new(Some(Api::ChatCompletions));
+    let mut events = Vec::new();
+    for i in 1..=n as u64 {
+        let chunk = wire::stream_event(i, n as u64 + 1);
+        parser.push(black_box(&chunk), &mut events).expect("SSE");
+        for event in events.drain(..) {
+            assembler.push(&event);
+        }
+    }
+    black_box(assembler);
+}
+
+fn read_requests(n: usize, earlier: usize) {
+    let body = wire::chat_turn_request(earlier);
+    for _ in 0..n {
+        let parsed = request::parse(Api::ChatCompletions, black_box(&body)).expect("a chat");
+        black_box(parsed);
+    }
+}
