@@ -23,7 +23,10 @@ pub fn is_object(text: &[u8]) -> bool {
 fn string_end(bytes: &[u8], from: usize) -> (usize, bool) {
     let mut at = from;
     let mut escaped = false;
-    while let Some(found) = memchr::memchr2(b'"', b'\\', &bytes[at..]) {
+    while let Some(found) = bytes
+        .get(at..)
+        .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+    {
         at += found;
         if bytes[at] == b'"' {
             return (at, escaped);
@@ -75,20 +78,13 @@ pub enum ObjectScan<'a> {
     TooDeep,
 }
 
-/// The top-level member a scan is in the value of.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Member {
-    Role,
-    Other,
-}
-
 /// Reads an object's valid JSON text once, without building anything: the
 /// members history looks at, and its depth.
 pub fn scan_object(text: &str) -> ObjectScan<'_> {
     let bytes = text.as_bytes();
     let (mut depth, mut at) = (0usize, 0usize);
-    let mut expect_name = false;
-    let mut member = Member::Other;
+    // At depth 1: the next string is a member's name, or the role's value.
+    let (mut expect_name, mut role_next) = (false, false);
     let (mut role, mut seen_role, mut seen_model, mut seen_timestamp) = (None, false, false, false);
     while at < bytes.len() {
         match bytes[at] {
@@ -104,7 +100,7 @@ pub fn scan_object(text: &str) -> ObjectScan<'_> {
                             b"timestamp" => &mut seen_timestamp,
                             _ if escaped => return ObjectScan::Unusual,
                             _ => {
-                                member = Member::Other;
+                                role_next = false;
                                 at = end + 1;
                                 continue;
                             }
@@ -112,17 +108,13 @@ pub fn scan_object(text: &str) -> ObjectScan<'_> {
                         if std::mem::replace(seen, true) {
                             return ObjectScan::Unusual;
                         }
-                        member = if name_or_value == b"role" {
-                            Member::Role
-                        } else {
-                            Member::Other
-                        };
-                    } else if member == Member::Role {
+                        role_next = name_or_value == b"role";
+                    } else if role_next {
                         if escaped {
                             return ObjectScan::Unusual;
                         }
-                        role = Some(&text[at + 1..end]);
-                        member = Member::Other;
+                        role = Some(&text[at + 1..end.min(bytes.len())]);
+                        role_next = false;
                     }
                 }
                 at = end + 1;
@@ -325,6 +317,16 @@ mod tests {
         }
         let borrowed: MaybeStr = serde_json::from_str(r#""plain""#).unwrap();
         assert!(matches!(borrowed.0, Some(Cow::Borrowed("plain"))));
+    }
+
+    #[test]
+    fn cut_text_is_read_without_panicking() {
+        // Callers pass valid JSON; a cut one still must not take the
+        // process down.
+        for text in [r#"{"a":"\"#, r#"{"role":"x"#, r#"{"role":"\"#, "{\"", "{"] {
+            let _ = scan_object(text);
+            compact(text);
+        }
     }
 
     #[test]
