@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Instructions of tether's recording work per streamed chunk and per chat
-# request read, without the network: bench-record-cost under valgrind's
+# Instructions of tether's recording work per streamed chunk, per
+# non-streamed answer and per chat request read, without the network: bench-record-cost under valgrind's
 # callgrind for two counts, the difference divided by the extra items.
 #
 #   bench/record_cost.sh            # per chunk, and per request of a 21st turn
@@ -24,4 +24,5 @@ per() { # what, low count, high count, args after the count
     echo $(( (b - a) / (high - low) ))
 }
 echo "per streamed chunk (fold and SSE framing): $(per chunks 1000 11000) instructions"
+echo "per non-streamed answer assembled: $(per body 1000 11000) instructions"
 echo "per request read, a chat's turn after $EARLIER turns: $(per request 100 1100 "$EARLIER") instructions"

@@ -116,7 +116,9 @@ fn parse_chat(body: &[u8]) -> Option<TurnRequest> {
     if !json_text::is_object(body) {
         return None;
     }
-    let top: ChatBody = serde_json::from_slice(body).ok()?;
+    // Checked as UTF-8 once: read from bytes, serde checks every string of
+    // the body on its own.
+    let top: ChatBody = serde_json::from_str(std::str::from_utf8(body).ok()?).ok()?;
     let messages = top
         .messages?
         .iter()

@@ -30,9 +30,10 @@ pub fn ask_for_usage(api: Api, body: &[u8]) -> Option<Bytes> {
     // Only the two members it looks at, the rest skipped unparsed: a chat's
     // request carries the whole conversation, and this is on the way to the
     // upstream. A member given twice is left to a `Value`'s rules.
-    let asking = match serde_json::from_slice::<Asking>(body) {
-        Ok(asking) => asking,
-        Err(_) => {
+    let read = std::str::from_utf8(body).map(serde_json::from_str::<Asking>);
+    let asking = match read {
+        Ok(Ok(asking)) => asking,
+        _ => {
             let Value::Object(mut object) = serde_json::from_slice(body).ok()? else {
                 return None;
             };

@@ -3,6 +3,7 @@
 //! prints the difference per item, so start-up cancels out):
 //!
 //!   bench-record-cost chunks N            fold N chunks of the benchmark's stream
+//!   bench-record-cost body N              assemble N non-streamed answers
 //!   bench-record-cost request N EARLIER   read N requests of a chat's turn after
 //!                                         EARLIER turns (as the chat run sends)
 //!
@@ -13,16 +14,17 @@ use std::hint::black_box;
 use std::process::ExitCode;
 
 use bench::wire;
-use tether::record::{Api, Assembler, SseParser, request};
+use tether::record::{Api, Assembler, Reply, SseParser, request};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let number = |i: usize| args.get(i).and_then(|a| a.parse::<usize>().ok());
     match (args.first().map(String::as_str), number(1)) {
         (Some("chunks"), Some(n)) => fold_chunks(n),
+        (Some("body"), Some(n)) => assemble_bodies(n),
         (Some("request"), Some(n)) => read_requests(n, number(2).unwrap_or(0)),
         _ => {
-            eprintln!("usage: bench-record-cost chunks N | request N EARLIER");
+            eprintln!("usage: bench-record-cost chunks N | body N | request N EARLIER");
             return ExitCode::from(2);
         }
     }
@@ -42,6 +44,16 @@ fn fold_chunks(n: usize) {
         }
     }
     black_box(assembler);
+}
+
+/// What the recorder does with a non-streamed answer.
+fn assemble_bodies(n: usize) {
+    let body = wire::completion();
+    for _ in 0..n {
+        let reply =
+            Reply::from_body(Some(Api::ChatCompletions), black_box(&body)).expect("a reply");
+        black_box(reply);
+    }
 }
 
 fn read_requests(n: usize, earlier: usize) {
