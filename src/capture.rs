@@ -75,8 +75,7 @@ pub async fn handle(
     )?;
     let tenant = tenant_of(&parts.headers, app.settings.auth.tenancy);
     let hide_usage = app.settings.record.include_usage
-        && request.stream
-        && match usage::ask_for_usage(api, &bytes) {
+        && match usage::ask_for_usage(&request, &bytes) {
             Some(asking) => {
                 bytes = asking;
                 parts

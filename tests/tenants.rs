@@ -12,6 +12,16 @@ const ALICE: &str = "sk-alice-5d1e0c7b9a";
 const BOB: &str = "sk-bob-88f3a2c4e1";
 const ADMIN: &str = "admin-token-0123456789";
 
+/// tether recording into `redis`, with the admin token set.
+async fn with_admin(mock: &MockUpstream, redis: &RedisServer) -> Tether {
+    let url = redis.url();
+    Tether::start_with(&mock.url(), |s| {
+        s.redis.url = url;
+        s.auth.admin_token = ADMIN.into();
+    })
+    .await
+}
+
 async fn say(tether: &Tether, key: &str, session: &str) {
     let response = client()
         .post(tether.url("/v1/chat/completions"))
@@ -29,12 +39,7 @@ async fn say(tether: &Tether, key: &str, session: &str) {
 async fn each_key_sees_only_its_sessions_and_the_admin_sees_all() {
     let mock = MockUpstream::start().await;
     let redis = RedisServer::start();
-    let url = redis.url();
-    let tether = Tether::start_with(&mock.url(), |s| {
-        s.redis.url = url;
-        s.auth.admin_token = ADMIN.into();
-    })
-    .await;
+    let tether = with_admin(&mock, &redis).await;
     say(&tether, ALICE, "alice-1").await;
     say(&tether, ALICE, "shared-name").await;
     say(&tether, BOB, "bob-1").await;
@@ -164,11 +169,7 @@ async fn the_admin_finds_a_session_among_many_tenants_sessions_in_few_calls() {
     let mock = MockUpstream::start().await;
     let redis = RedisServer::start();
     let url = redis.url();
-    let tether = Tether::start_with(&mock.url(), |s| {
-        s.redis.url = url.clone();
-        s.auth.admin_token = ADMIN.into();
-    })
-    .await;
+    let tether = with_admin(&mock, &redis).await;
     say(&tether, ALICE, "needle").await;
     // 30,000 sessions of other tenants, as recent as the needle.
     let mut conn = redis::Client::open(url.as_str())

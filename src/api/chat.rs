@@ -164,6 +164,7 @@ async fn turn(
         messages: messages.iter().filter_map(Message::from_value).collect(),
         metadata_session: None,
         user: None,
+        stream_options: None,
     };
     let (done, stored_turn) = tokio::sync::oneshot::channel();
     let exchange = Exchange {

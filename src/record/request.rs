@@ -25,6 +25,10 @@ pub struct TurnRequest {
     pub metadata_session: Option<String>,
     /// The body's `user` field.
     pub user: Option<String>,
+    /// The body's `stream_options` when given (`null` included), which
+    /// `record.include_usage` looks at: read here, in the one pass over a
+    /// body that carries the whole conversation.
+    pub stream_options: Option<Value>,
 }
 
 /// Why a request body cannot be recorded (it is still forwarded).
@@ -80,6 +84,7 @@ pub fn parse(api: Api, body: &[u8]) -> Result<TurnRequest, RequestError> {
             .and_then(Value::as_str)
             .map(str::to_owned),
         user: obj.get("user").and_then(Value::as_str).map(str::to_owned),
+        stream_options: obj.get("stream_options").cloned(),
     })
 }
 
@@ -99,6 +104,13 @@ struct ChatBody<'a> {
     metadata: Option<&'a RawValue>,
     #[serde(borrow, default)]
     user: MaybeStr<'a>,
+    #[serde(default, deserialize_with = "given")]
+    stream_options: Option<Value>,
+}
+
+/// `Some` for a member that is there, `null` included.
+fn given<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -139,6 +151,7 @@ fn parse_chat(body: &[u8]) -> Option<TurnRequest> {
         messages,
         metadata_session: session,
         user: top.user.into_owned(),
+        stream_options: top.stream_options,
     })
 }
 

@@ -166,6 +166,7 @@ mod tests {
                 .collect(),
             metadata_session: None,
             user: None,
+            stream_options: None,
         }
     }
 

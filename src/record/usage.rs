@@ -15,38 +15,18 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use serde::Deserialize;
 use serde_json::Value;
 
-use super::Api;
-use super::json_text::{self, MaybeTrue};
+use super::{Api, TurnRequest};
 
-/// The request body to send instead, when `body` is a streamed chat (or
-/// legacy) completion that does not ask for usage; `None` to send it as is.
-pub fn ask_for_usage(api: Api, body: &[u8]) -> Option<Bytes> {
-    if !matches!(api, Api::ChatCompletions | Api::Completions) || !json_text::is_object(body) {
+/// The request body to send instead, when `request` (read from `body`) is
+/// a streamed chat (or legacy) completion that does not ask for usage;
+/// `None` to send it as is.
+pub fn ask_for_usage(request: &TurnRequest, body: &[u8]) -> Option<Bytes> {
+    if !matches!(request.api, Api::ChatCompletions | Api::Completions) || !request.stream {
         return None;
     }
-    // Only the two members it looks at, the rest skipped unparsed: a chat's
-    // request carries the whole conversation, and this is on the way to the
-    // upstream. A member given twice is left to a `Value`'s rules.
-    let read = std::str::from_utf8(body).map(serde_json::from_str::<Asking>);
-    let asking = match read {
-        Ok(Ok(asking)) => asking,
-        _ => {
-            let Value::Object(mut object) = serde_json::from_slice(body).ok()? else {
-                return None;
-            };
-            Asking {
-                stream: MaybeTrue(object.get("stream") == Some(&Value::Bool(true))),
-                stream_options: object.remove("stream_options"),
-            }
-        }
-    };
-    if !asking.stream.0 {
-        return None;
-    }
-    match asking.stream_options {
+    match &request.stream_options {
         None => {
             // The common case: add the option in front, leaving every byte
             // the client wrote as it was.
@@ -65,27 +45,13 @@ pub fn ask_for_usage(api: Api, body: &[u8]) -> Option<Bytes> {
             if options.get("include_usage") != Some(&Value::Bool(true)) =>
         {
             // Rare: the client set other options. The body is written anew.
-            let mut request: Value = serde_json::from_slice(body).ok()?;
-            request["stream_options"]["include_usage"] = Value::Bool(true);
-            serde_json::to_vec(&request).ok().map(Bytes::from)
+            let mut body: Value = serde_json::from_slice(body).ok()?;
+            body["stream_options"]["include_usage"] = Value::Bool(true);
+            serde_json::to_vec(&body).ok().map(Bytes::from)
         }
         // Asked for already, or a shape the upstream will refuse anyway.
         Some(_) => None,
     }
-}
-
-/// What [`ask_for_usage`] reads of a request.
-#[derive(Deserialize)]
-struct Asking {
-    #[serde(default)]
-    stream: MaybeTrue,
-    /// `Some(Value::Null)` when given as `null`: that is not "not asked".
-    #[serde(default, deserialize_with = "given")]
-    stream_options: Option<Value>,
-}
-
-fn given<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(d).map(Some)
 }
 
 /// True for the data of the usage chunk: `"choices": []` and a usage object.
@@ -224,6 +190,13 @@ mod tests {
     use super::*;
     use http_body_util::{BodyExt, StreamBody};
 
+    /// What capture does: the body read as a request, then asked for usage
+    /// (a body that cannot be read is not recorded, so never asked).
+    fn ask_for_usage(api: Api, body: &[u8]) -> Option<Bytes> {
+        let request = crate::record::request::parse(api, body).ok()?;
+        super::ask_for_usage(&request, body)
+    }
+
     #[test]
     fn a_streamed_chat_is_asked_for_usage_with_the_clients_bytes_kept() {
         let body = br#"{"model":"m","stream":true,"messages":[]}"#;
@@ -232,7 +205,8 @@ mod tests {
             &sent[..],
             br#"{"stream_options":{"include_usage":true},"model":"m","stream":true,"messages":[]}"#
         );
-        let with_options = br#"{"stream":true,"stream_options":{"include_obfuscation":false}}"#;
+        let with_options =
+            br#"{"stream":true,"stream_options":{"include_obfuscation":false},"messages":[]}"#;
         let sent: Value =
             serde_json::from_slice(&ask_for_usage(Api::ChatCompletions, with_options).unwrap())
                 .unwrap();
@@ -247,11 +221,11 @@ mod tests {
     #[test]
     fn what_asks_already_or_does_not_stream_is_left_alone() {
         for body in [
-            br#"{"stream":true,"stream_options":{"include_usage":true}}"#.as_slice(),
-            br#"{"stream":false}"#,
+            br#"{"stream":true,"stream_options":{"include_usage":true},"messages":[]}"#.as_slice(),
+            br#"{"stream":false,"messages":[]}"#,
             br#"{"model":"m"}"#,
-            br#"{"stream":true,"stream_options":null}"#,
-            br#"{"stream":false,"stream":true,"stream":false}"#,
+            br#"{"stream":true,"stream_options":null,"messages":[]}"#,
+            br#"{"stream":false,"stream":true,"stream":false,"messages":[]}"#,
             br#"[true,null]"#,
             b"not json",
         ] {
