@@ -222,7 +222,7 @@ async fn a_batch_written_twice_is_stored_once() {
     let batch: Vec<_> = (0..20)
         .map(|i| {
             let turn = Turn {
-                id: format!("turn-{i}"),
+                id: tether::server::new_id(),
                 if_new: Vec::new(),
                 messages: vec![json!({"role": "user", "content": format!("q{i}")}).into()],
                 usage: UsageTotals {
@@ -245,7 +245,8 @@ async fn a_batch_written_twice_is_stored_once() {
     assert_eq!(info.message_count, 4, "the replayed batch added nothing");
     assert_eq!(info.usage.total_tokens, 4);
 
-    // The last 16 are remembered: a replay of a batch that long still adds nothing.
+    // The last 16 ids are remembered (ids as long as the ones tether gives
+    // its turns): a replay of a batch that long still adds nothing.
     store.append_turns(&batch[4..]).await.unwrap();
     store.append_turns(&batch[4..]).await.unwrap();
     let info = store
@@ -254,6 +255,50 @@ async fn a_batch_written_twice_is_stored_once() {
         .unwrap()
         .unwrap();
     assert_eq!(info.message_count, 20);
+}
+
+/// A session whose replay guard an earlier version wrote (ids joined by
+/// commas, none around them) still refuses the turns it names, the first
+/// and the last among them too.
+#[tokio::test]
+async fn a_replay_guard_written_the_earlier_way_still_holds() {
+    use tether::store::Turn;
+    let redis = RedisServer::start();
+    let store = redis.store().await;
+    let tenant = tether::tenant::Tenant::from_credential(KEY);
+    let session = tether::session::SessionId::parse("guarded-earlier").unwrap();
+    let turn = |id: &str| {
+        let turn = Turn {
+            id: id.into(),
+            messages: vec![json!({"role": "user", "content": id}).into()],
+            at_ms: 1,
+            ..Turn::default()
+        };
+        (tenant.clone(), session.clone(), turn)
+    };
+    store.append_turns(&[turn("opening")]).await.unwrap();
+    let meta = redis
+        .cli(&["--scan", "--pattern", "*guarded-earlier*:meta"])
+        .unwrap();
+    redis
+        .cli(&["HSET", meta.trim(), "recent_turns", "first,middle,last"])
+        .unwrap();
+    for replayed in ["first", "middle", "last"] {
+        store.append_turns(&[turn(replayed)]).await.unwrap();
+    }
+    store.append_turns(&[turn("new")]).await.unwrap();
+    store.append_turns(&[turn("new")]).await.unwrap();
+    let stored = store
+        .read_messages(&tenant, &session, tether::store::MessageRange::All)
+        .await
+        .unwrap()
+        .unwrap();
+    let contents: Vec<&str> = stored
+        .messages
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents, ["opening", "new"]);
 }
 
 /// A stream's opening indexes its session at the stream's start. When that

@@ -38,7 +38,9 @@ use crate::tenant::Tenant;
 /// must share a slot (each turn's keys do).
 /// A retry of a turn already applied (its answer was lost) changes nothing:
 /// the session remembers the ids of the last 16 turns it took (a retried
-/// batch may hold several turns of one session). The session's
+/// batch may hold several turns of one session), as `,id,id,` cut to the
+/// length of 16 of tether's ids, so that one plain search finds an id and
+/// the oldest goes without counting. The session's
 /// first messages (`Turn::if_new`) go in only when it has none yet: with
 /// the others when it is new (no `created_ms`: a stream's opening may have
 /// made the hash before any turn), or in front of them when its meta
@@ -46,8 +48,11 @@ use crate::tenant::Tenant;
 /// the turn that would have refreshed the list's was lost), which the length
 /// RPUSH returns tells at no extra command in the usual case.
 /// Five commands a turn (HMGET, RPUSH, EXPIRE, HSET, EXPIRE): every one
-/// costs Redis CPU on the machine tether runs beside, so the usage sums are
-/// computed here rather than with one HINCRBY each.
+/// costs Redis CPU on the machine tether runs beside (about 11,000
+/// instructions from a script), so the usage sums are computed here
+/// rather than with one HINCRBY each. The Lua around them is kept to what
+/// costs little: no string counting, no table of fields, no number
+/// conversion that a term's absence makes needless.
 ///
 /// KEYS: each turn's messages and meta. ARGV: the TTL, then for each turn
 /// its time, prompt, completion and total tokens, model, id, how many of
@@ -57,31 +62,57 @@ static APPEND_TURNS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::n
     redis::Script::new(
         r"
         local ttl = ARGV[1]
-        local RECENT_TURNS = 16
-        local function append(messages_key, meta_key, at_arg)
+        -- The replay guard's memory: 16 ids of tether's 32 characters, each
+        -- after a comma, and the last comma.
+        local RECENT_BYTES = 16 * 33 + 1
+        -- A usage sum, converted to and from a number only when both
+        -- terms are there (each conversion costs Redis about 1,000
+        -- instructions).
+        local function sum(before, added)
+            if not before then return added end
+            if added == '0' then return before end
+            return tonumber(before) + tonumber(added)
+        end
+        local function append(messages_key, meta_key, at_arg, count)
             local at, model, id = ARGV[at_arg], ARGV[at_arg + 4], ARGV[at_arg + 5]
-            local head = tonumber(ARGV[at_arg + 6])
             local from_arg = at_arg + 8
-            local to_arg = from_arg + tonumber(ARGV[at_arg + 7]) - 1
+            local to_arg = from_arg + count - 1
             local model_field = 'created_ms'
             if model ~= '' then model_field = 'model:' .. model end
-            local meta = redis.call('HMGET', meta_key, 'last_turn', 'created_ms',
-                'prompt_tokens', 'completion_tokens', 'total_tokens', model_field,
-                'recent_turns')
-            local recent = meta[7] or meta[1] or ''
-            if id ~= '' and string.find(',' .. recent .. ',', ',' .. id .. ',', 1, true) then
-                return
+            local meta = redis.call('HMGET', meta_key, 'recent_turns', 'created_ms',
+                'prompt_tokens', 'completion_tokens', 'total_tokens', model_field)
+            local known = meta[2]
+            -- ',id,id,': an id is found with one search, whatever its place.
+            local recent = meta[1]
+            if recent and string.byte(recent) ~= 44 then
+                recent = ',' .. recent .. ','  -- as written before 2026-12-07
             end
-            local first, pushed, length = from_arg, 0, 0
-            if meta[2] then
-                first = from_arg + head
+            if id ~= '' then
+                if recent then
+                    if string.find(recent, ',' .. id .. ',', 1, true) then
+                        return
+                    end
+                    recent = recent .. id .. ','
+                    if #recent > RECENT_BYTES then
+                        local cut = string.find(recent, ',', #recent - RECENT_BYTES + 1, true)
+                        recent = string.sub(recent, cut)
+                    end
+                else
+                    recent = ',' .. id .. ','
+                end
             end
-            for from = first, to_arg, 1000 do
+            recent = recent or ''
+            local head = 0
+            if known then
+                head = tonumber(ARGV[at_arg + 6])
+            end
+            local pushed, length = 0, 0
+            for from = from_arg + head, to_arg, 1000 do
                 local to = math.min(from + 999, to_arg)
                 length = redis.call('RPUSH', messages_key, unpack(ARGV, from, to))
                 pushed = pushed + to - from + 1
             end
-            if meta[2] and head > 0 then
+            if head > 0 then
                 if pushed == 0 then
                     length = redis.call('LLEN', messages_key)
                 end
@@ -96,33 +127,35 @@ static APPEND_TURNS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::n
                 end
             end
             redis.call('EXPIRE', messages_key, ttl)
-            if id ~= '' then
-                if recent ~= '' then recent = recent .. ',' .. id else recent = id end
-                local count = select(2, string.gsub(recent, ',', ''))
-                while count >= RECENT_TURNS do
-                    recent = string.sub(recent, string.find(recent, ',', 1, true) + 1)
-                    count = count - 1
-                end
+            local prompt = sum(meta[3], ARGV[at_arg + 1])
+            local completion = sum(meta[4], ARGV[at_arg + 2])
+            local total = sum(meta[5], ARGV[at_arg + 3])
+            -- One call each way: a table of fields and unpack cost a new
+            -- session's turn about 5,000 instructions.
+            if known and (model == '' or meta[6]) then
+                redis.call('HSET', meta_key, 'last_message_ms', at, 'recent_turns', recent,
+                    'prompt_tokens', prompt, 'completion_tokens', completion,
+                    'total_tokens', total)
+            elseif known then
+                redis.call('HSET', meta_key, 'last_message_ms', at, 'recent_turns', recent,
+                    'prompt_tokens', prompt, 'completion_tokens', completion,
+                    'total_tokens', total, model_field, at)
+            elseif model ~= '' then
+                redis.call('HSET', meta_key, 'last_message_ms', at, 'recent_turns', recent,
+                    'prompt_tokens', prompt, 'completion_tokens', completion,
+                    'total_tokens', total, 'created_ms', at, model_field, at)
+            else
+                redis.call('HSET', meta_key, 'last_message_ms', at, 'recent_turns', recent,
+                    'prompt_tokens', prompt, 'completion_tokens', completion,
+                    'total_tokens', total, 'created_ms', at)
             end
-            local fields = {'last_message_ms', at, 'recent_turns', recent,
-                'prompt_tokens', (tonumber(meta[3]) or 0) + tonumber(ARGV[at_arg + 1]),
-                'completion_tokens', (tonumber(meta[4]) or 0) + tonumber(ARGV[at_arg + 2]),
-                'total_tokens', (tonumber(meta[5]) or 0) + tonumber(ARGV[at_arg + 3])}
-            if not meta[2] then
-                fields[#fields + 1] = 'created_ms'
-                fields[#fields + 1] = at
-            end
-            if model ~= '' and not meta[6] then
-                fields[#fields + 1] = model_field
-                fields[#fields + 1] = at
-            end
-            redis.call('HSET', meta_key, unpack(fields))
             redis.call('EXPIRE', meta_key, ttl)
         end
         local at_arg = 2
         for turn = 1, #KEYS / 2 do
-            append(KEYS[2 * turn - 1], KEYS[2 * turn], at_arg)
-            at_arg = at_arg + 8 + tonumber(ARGV[at_arg + 7])
+            local count = tonumber(ARGV[at_arg + 7])
+            append(KEYS[2 * turn - 1], KEYS[2 * turn], at_arg, count)
+            at_arg = at_arg + 8 + count
         end
         return #KEYS / 2
         ",
