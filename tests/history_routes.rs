@@ -192,34 +192,71 @@ async fn a_session_is_deleted_and_exported_in_three_formats() {
     assert_eq!(list["total_sessions"], 0);
 }
 
+/// Redis keys get `history.ttl_secs` and writes refresh it; a write that
+/// comes less than a minute (a hundredth of the TTL, if shorter) after the
+/// last refresh leaves it, so a busy session's turns skip two of their five
+/// commands.
 #[tokio::test]
-async fn history_ttl_is_set_and_refreshed_on_every_write() {
+async fn history_ttl_is_set_and_refreshed_by_writes() {
     let mock = MockUpstream::start().await;
     let redis = RedisServer::start();
     let url = redis.url();
     let tether = Tether::start_with(&mock.url(), |s| {
         s.redis.url = url;
-        s.history.ttl_secs = 100;
+        s.history.ttl_secs = 10_000;
     })
     .await;
-    turn(&tether, "ttl", "one").await;
+    // Not streamed: a stream's opening refreshes the meta's TTL on its own
+    // (it names the session's latest stream there).
+    let answered = |text: &'static str| {
+        client()
+            .post(tether.url("/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .header("x-session-id", "ttl")
+            .json(&json!({"model": "m", "messages": [{"role": "user", "content": text}]}))
+            .send()
+    };
+    answered("one").await.unwrap().bytes().await.unwrap();
     wait_for_messages(&tether, KEY, "ttl", 2).await;
     let keys = redis
         .cli(&["--scan", "--pattern", "tether:{s:*:ttl}:*"])
         .unwrap();
     assert_eq!(keys.lines().count(), 2, "messages and meta: {keys}");
-    for key in keys.lines() {
-        redis.cli(&["EXPIRE", key, "5"]).unwrap();
+    let meta = keys.lines().find(|k| k.ends_with(":meta")).unwrap();
+    let messages = keys.lines().find(|k| k.ends_with(":messages")).unwrap();
+    let ttl = |key: &str| -> i64 { redis.cli(&["TTL", key]).unwrap().trim().parse().unwrap() };
+    let fresh = 9_900..=10_000;
+    assert!(fresh.contains(&ttl(meta)) && fresh.contains(&ttl(messages)));
+    // As if time had passed since: the TTLs ran down...
+    for key in [meta, messages] {
+        redis.cli(&["EXPIRE", key, "5000"]).unwrap();
     }
-    turn(&tether, "ttl", "two").await;
+    // ...but the last refresh is recent: the next turn leaves them.
+    answered("two").await.unwrap().bytes().await.unwrap();
     wait_for_messages(&tether, KEY, "ttl", 4).await;
-    for key in keys.lines() {
-        let ttl: i64 = redis.cli(&["TTL", key]).unwrap().trim().parse().unwrap();
+    for key in [meta, messages] {
+        assert!(ttl(key) <= 5_000, "{key}: left, got {}", ttl(key));
+    }
+    // The last refresh a minute ago: the next turn refreshes both.
+    let a_minute_ago = tether::store::now_ms() - 61_000;
+    redis
+        .cli(&["HSET", meta, "ttl_ms", &a_minute_ago.to_string()])
+        .unwrap();
+    answered("three").await.unwrap().bytes().await.unwrap();
+    wait_for_messages(&tether, KEY, "ttl", 6).await;
+    for key in [meta, messages] {
         assert!(
-            (90..=100).contains(&ttl),
-            "{key}: TTL refreshed to history.ttl_secs, got {ttl}"
+            fresh.contains(&ttl(key)),
+            "{key}: refreshed to history.ttl_secs, got {}",
+            ttl(key)
         );
     }
+    // The messages expired before the meta (a stream's opening keeps the
+    // meta alive): the list a turn makes anew gets the TTL at once.
+    redis.cli(&["DEL", messages]).unwrap();
+    answered("four").await.unwrap().bytes().await.unwrap();
+    wait_for_messages(&tether, KEY, "ttl", 2).await;
+    assert!(fresh.contains(&ttl(messages)), "got {}", ttl(messages));
 
     let memory = Tether::start_with(&mock.url(), |s| s.history.ttl_secs = 1).await;
     turn(&memory, "fleeting", "hi").await;

@@ -17,8 +17,9 @@ the 9th and the 21st turns of sessions.
 
   batch   tether's way on a standalone server: one EVALSHA of the turn
           script (src/store/redis.rs) for the whole pipeline, which appends
-          each turn, sums usage, keeps the replay guard, and refreshes TTLs;
-          plus the two session-index ZADDs per batch.
+          each turn, sums usage, keeps the replay guard, and refreshes TTLs
+          when a minute has passed since it last did (a session's turns
+          here come 10 s apart); plus the two session-index ZADDs per batch.
   script  the same script called once a turn, as on a cluster.
   multi   the same bookkeeping as plain commands (RPUSH, HSETNX, HSET,
           HINCRBY, EXPIRE...) in one MULTI/EXEC per batch with a batch marker:
@@ -125,6 +126,19 @@ REPLY = json.dumps({"role": "assistant", "content": "Hello! This is a short answ
                     "complete": True}).encode()
 
 
+# A session's turns come this far apart (a chat's pace): the script
+# refreshes a session's TTLs when a minute has passed since it last did.
+TURN_GAP_MS = 10_000
+TTL_REFRESH_MS = 60_000
+
+
+def clock(n, first, size):
+    """The script's time now and the time before which TTLs are stale, for
+    the batch of turns `n` of sessions `first`.."""
+    now = 1765000000000 + n * TURN_GAP_MS + first + size
+    return now, now - TTL_REFRESH_MS
+
+
 def batch(way, sha, tag, first, size, n=0):
     """One pipeline of `size` turns written `way` (each session's turn `n`);
     its bytes and reply count."""
@@ -135,13 +149,14 @@ def batch(way, sha, tag, first, size, n=0):
     for i in range(first, first + size):
         sid = f"{tag}-{i}"
         messages, meta = f"tether:{{s:t:{sid}}}:messages", f"tether:{{s:t:{sid}}}:meta"
-        at = 1765000000000 + n * 1000000 + i
+        at = 1765000000000 + n * TURN_GAP_MS + i
         # The script's arguments for one turn (see APPEND_TURNS).
         # A turn id as long as tether's own (32 hex digits).
         turn_id = hashlib.md5(f"{sid}-{n}".encode()).hexdigest()
         turn = [at, 20, 12, 32, "bench-model", turn_id, 1, 3, SYSTEM, USER, REPLY]
         if way == "script":
-            parts.append(enc("EVALSHA", sha, 2, messages, meta, 86400, *turn))
+            parts.append(enc("EVALSHA", sha, 2, messages, meta, 86400, *clock(n, first, size),
+                             *turn))
         elif way == "batch":
             keys += [messages, meta]
             args += turn
@@ -158,7 +173,7 @@ def batch(way, sha, tag, first, size, n=0):
             parts.append(enc("EXPIRE", meta, 86400))
         members += [at, sid]
     if way == "batch":
-        parts.append(enc("EVALSHA", sha, len(keys), *keys, 86400, *args))
+        parts.append(enc("EVALSHA", sha, len(keys), *keys, 86400, *clock(n, first, size), *args))
     parts.append(enc("ZADD", "tether:{t:t}:sessions", *members))
     parts.append(enc("ZADD", "tether:{all}:sessions",
                      *[m if k % 2 == 0 else "t/" + m for k, m in enumerate(members)]))

@@ -47,21 +47,23 @@ use crate::tenant::Tenant;
 /// outlived its messages (a stream's opening refreshed the meta's TTL, and
 /// the turn that would have refreshed the list's was lost), which the length
 /// RPUSH returns tells at no extra command in the usual case.
-/// Five commands a turn (HMGET, RPUSH, EXPIRE, HSET, EXPIRE): every one
-/// costs Redis CPU on the machine tether runs beside (about 11,000
-/// instructions from a script), so the usage sums are computed here
-/// rather than with one HINCRBY each. The Lua around them is kept to what
+/// Five commands a turn (HMGET, RPUSH, EXPIRE, HSET, EXPIRE), three when
+/// the session's TTLs were refreshed less than `ttl_refresh_ms` ago (its
+/// `ttl_ms`): every one costs Redis CPU on the machine tether runs beside
+/// (about 11,000 instructions from a script), so the usage sums are
+/// computed here rather than with one HINCRBY each. The Lua around them is kept to what
 /// costs little: no string counting, no table of fields, no number
 /// conversion that a term's absence makes needless.
 ///
-/// KEYS: each turn's messages and meta. ARGV: the TTL, then for each turn
+/// KEYS: each turn's messages and meta. ARGV: the TTL (s), the time now
+/// and the time before which a refresh is stale (ms), then for each turn
 /// its time, prompt, completion and total tokens, model, id, how many of
 /// its messages are the session's first ones, how many messages it has,
 /// and those messages.
 static APPEND_TURNS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
-        local ttl = ARGV[1]
+        local ttl, now, refreshed_before = ARGV[1], ARGV[2], ARGV[3]
         -- The replay guard's memory: 16 ids of tether's 32 characters, each
         -- after a comma, and the last comma.
         local RECENT_BYTES = 16 * 33 + 1
@@ -80,8 +82,17 @@ static APPEND_TURNS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::n
             local model_field = 'created_ms'
             if model ~= '' then model_field = 'model:' .. model end
             local meta = redis.call('HMGET', meta_key, 'recent_turns', 'created_ms',
-                'prompt_tokens', 'completion_tokens', 'total_tokens', model_field)
+                'prompt_tokens', 'completion_tokens', 'total_tokens', model_field, 'ttl_ms')
             local known = meta[2]
+            -- The TTLs were refreshed long enough ago (or never, or by a
+            -- clock ahead of this one): refreshed now. A new model's turn,
+            -- rare, refreshes them too. A session's creation is its first
+            -- refresh (one field less to write into a new hash costs Redis
+            -- 2,000 instructions). Times are 13-digit milliseconds, so
+            -- compared as text (tonumber costs ten times as much).
+            local refreshed = meta[7] or known
+            local refresh = not refreshed or refreshed <= refreshed_before or refreshed > now
+                or not known or (model ~= '' and not meta[6])
             -- ',id,id,': an id is found with one search, whatever its place.
             local recent = meta[1]
             if recent and string.byte(recent) ~= 44 then
@@ -126,20 +137,29 @@ static APPEND_TURNS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::n
                     redis.call('LPUSH', messages_key, unpack(front))
                 end
             end
-            redis.call('EXPIRE', messages_key, ttl)
+            if refresh or length == pushed then
+                -- (the push made the list: it has no TTL yet)
+                redis.call('EXPIRE', messages_key, ttl)
+            end
             local prompt = sum(meta[3], ARGV[at_arg + 1])
             local completion = sum(meta[4], ARGV[at_arg + 2])
             local total = sum(meta[5], ARGV[at_arg + 3])
             -- One call each way: a table of fields and unpack cost a new
             -- session's turn about 5,000 instructions.
-            if known and (model == '' or meta[6]) then
+            if not refresh then
                 redis.call('HSET', meta_key, 'last_message_ms', at, 'recent_turns', recent,
                     'prompt_tokens', prompt, 'completion_tokens', completion,
                     'total_tokens', total)
+                return
+            end
+            if known and (model == '' or meta[6]) then
+                redis.call('HSET', meta_key, 'last_message_ms', at, 'recent_turns', recent,
+                    'prompt_tokens', prompt, 'completion_tokens', completion,
+                    'total_tokens', total, 'ttl_ms', now)
             elseif known then
                 redis.call('HSET', meta_key, 'last_message_ms', at, 'recent_turns', recent,
                     'prompt_tokens', prompt, 'completion_tokens', completion,
-                    'total_tokens', total, model_field, at)
+                    'total_tokens', total, 'ttl_ms', now, model_field, at)
             elseif model ~= '' then
                 redis.call('HSET', meta_key, 'last_message_ms', at, 'recent_turns', recent,
                     'prompt_tokens', prompt, 'completion_tokens', completion,
@@ -151,7 +171,7 @@ static APPEND_TURNS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::n
             end
             redis.call('EXPIRE', meta_key, ttl)
         end
-        local at_arg = 2
+        local at_arg = 4
         for turn = 1, #KEYS / 2 do
             local count = tonumber(ARGV[at_arg + 7])
             append(KEYS[2 * turn - 1], KEYS[2 * turn], at_arg, count)
@@ -161,6 +181,9 @@ static APPEND_TURNS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::n
         ",
     )
 });
+
+/// The longest a session's TTLs go unrefreshed while it is written to.
+const TTL_REFRESH_MAX_MS: u64 = 60_000;
 
 /// Arguments of one call of the turn script at most (a batch with more is
 /// split), however many messages its turns hold.
@@ -372,6 +395,15 @@ impl RedisStore {
         self.retention.history_ttl.as_secs() as i64
     }
 
+    /// How long after a session's TTLs were refreshed a turn refreshes them
+    /// again: a hundredth of the TTL, a minute at most. Two EXPIREs are two
+    /// of a turn's five commands, and a chat or an agent writes its turns
+    /// seconds apart; history then outlives its last write by the TTL less
+    /// at most this.
+    fn ttl_refresh_ms(&self) -> u64 {
+        (self.retention.history_ttl.as_millis() as u64 / 100).min(TTL_REFRESH_MAX_MS)
+    }
+
     /// Index entries older than this have no history left.
     fn cutoff_ms(&self) -> u64 {
         now_ms().saturating_sub(self.retention.history_ttl.as_millis() as u64)
@@ -452,7 +484,10 @@ impl RedisStore {
             cmd.arg(Key::Messages(tenant, session).to_redis())
                 .arg(Key::SessionMeta(tenant, session).to_redis());
         }
-        cmd.arg(self.ttl_secs());
+        let now = now_ms();
+        cmd.arg(self.ttl_secs())
+            .arg(now)
+            .arg(now.saturating_sub(self.ttl_refresh_ms()));
         for (_, _, turn) in turns {
             cmd.arg(turn.at_ms)
                 .arg(turn.usage.prompt_tokens)
