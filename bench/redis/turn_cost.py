@@ -37,6 +37,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -188,8 +189,11 @@ WAYS = ("batch", "script", "multi", "floor")
 
 
 def start_server(port, wrap=()):
+    # A directory of its own: a dump.rdb left where this runs would be
+    # loaded at start and change every count.
     server = subprocess.Popen([*wrap, "redis-server", "--port", str(port), "--save", "",
-                               "--appendonly", "no"], stdout=subprocess.DEVNULL)
+                               "--appendonly", "no", "--dir", tempfile.mkdtemp()],
+                              stdout=subprocess.DEVNULL)
     for _ in range(600):
         try:
             return server, Conn(port)
