@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::history::{KEY, get, metric, user_turn, wait_for_messages};
+use common::history::{KEY, get, metric, stored_contents, user_turn, wait_for_messages};
 use common::{MockUpstream, RedisServer, Tether, client, mock_upstream};
 use serde_json::json;
 
@@ -288,17 +288,10 @@ async fn a_replay_guard_written_the_earlier_way_still_holds() {
     }
     store.append_turns(&[turn("new")]).await.unwrap();
     store.append_turns(&[turn("new")]).await.unwrap();
-    let stored = store
-        .read_messages(&tenant, &session, tether::store::MessageRange::All)
-        .await
-        .unwrap()
-        .unwrap();
-    let contents: Vec<&str> = stored
-        .messages
-        .iter()
-        .map(|m| m["content"].as_str().unwrap())
-        .collect();
-    assert_eq!(contents, ["opening", "new"]);
+    assert_eq!(
+        stored_contents(store.as_ref(), &tenant, &session).await,
+        ["opening", "new"]
+    );
 }
 
 /// A stream's opening indexes its session at the stream's start. When that

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::RedisServer;
-use serde_json::{Value, json};
+use common::history::stored_contents;
+use serde_json::json;
 use tether::session::SessionId;
 use tether::store::{MessageRange, Store, Turn, UsageTotals};
 use tether::tenant::Tenant;
@@ -57,16 +58,7 @@ fn sessions() -> Vec<SessionId> {
 async fn assert_stored(store: &dyn Store, sessions: &[SessionId], turns: usize) {
     let tenant = Tenant::from_credential("sk-batches");
     for session in sessions {
-        let stored = store
-            .read_messages(&tenant, session, MessageRange::All)
-            .await
-            .unwrap()
-            .unwrap();
-        let contents: Vec<&str> = stored
-            .messages
-            .iter()
-            .map(|m: &Value| m["content"].as_str().unwrap())
-            .collect();
+        let contents = stored_contents(store, &tenant, session).await;
         let mut expected = vec![format!("you are {session}")];
         for n in 0..turns {
             expected.push(format!("{session} q{n}"));

@@ -100,3 +100,22 @@ pub async fn user_turn(tether: &Tether, session: &str, text: &str) -> reqwest::R
         .await
         .unwrap()
 }
+
+/// The `content` of every message `store` holds for `session`, in order:
+/// what a test of the store itself reads back.
+pub async fn stored_contents(
+    store: &dyn tether::store::Store,
+    tenant: &tether::tenant::Tenant,
+    session: &tether::session::SessionId,
+) -> Vec<String> {
+    let stored = store
+        .read_messages(tenant, session, tether::store::MessageRange::All)
+        .await
+        .unwrap()
+        .expect("the session is stored");
+    stored
+        .messages
+        .iter()
+        .map(|m| m["content"].as_str().unwrap().to_owned())
+        .collect()
+}
