@@ -75,6 +75,14 @@ static APPEND_TURNS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::n
             if added == '0' then return before end
             return tonumber(before) + tonumber(added)
         end
+        -- The meta's fields every turn writes, then `...`: straight into
+        -- one call (a table of fields and unpack cost a new session's turn
+        -- about 5,000 instructions).
+        local function set_meta(meta_key, at, recent, prompt, completion, total, ...)
+            redis.call('HSET', meta_key, 'last_message_ms', at, 'recent_turns', recent,
+                'prompt_tokens', prompt, 'completion_tokens', completion,
+                'total_tokens', total, ...)
+        end
         local function append(messages_key, meta_key, at_arg, count)
             local at, model, id = ARGV[at_arg], ARGV[at_arg + 4], ARGV[at_arg + 5]
             local from_arg = at_arg + 8
@@ -144,30 +152,20 @@ static APPEND_TURNS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::n
             local prompt = sum(meta[3], ARGV[at_arg + 1])
             local completion = sum(meta[4], ARGV[at_arg + 2])
             local total = sum(meta[5], ARGV[at_arg + 3])
-            -- One call each way: a table of fields and unpack cost a new
-            -- session's turn about 5,000 instructions.
             if not refresh then
-                redis.call('HSET', meta_key, 'last_message_ms', at, 'recent_turns', recent,
-                    'prompt_tokens', prompt, 'completion_tokens', completion,
-                    'total_tokens', total)
+                set_meta(meta_key, at, recent, prompt, completion, total)
                 return
             end
-            if known and (model == '' or meta[6]) then
-                redis.call('HSET', meta_key, 'last_message_ms', at, 'recent_turns', recent,
-                    'prompt_tokens', prompt, 'completion_tokens', completion,
-                    'total_tokens', total, 'ttl_ms', now)
-            elseif known then
-                redis.call('HSET', meta_key, 'last_message_ms', at, 'recent_turns', recent,
-                    'prompt_tokens', prompt, 'completion_tokens', completion,
-                    'total_tokens', total, 'ttl_ms', now, model_field, at)
-            elseif model ~= '' then
-                redis.call('HSET', meta_key, 'last_message_ms', at, 'recent_turns', recent,
-                    'prompt_tokens', prompt, 'completion_tokens', completion,
-                    'total_tokens', total, 'created_ms', at, model_field, at)
+            if not known and model ~= '' then
+                set_meta(meta_key, at, recent, prompt, completion, total,
+                    'created_ms', at, model_field, at)
+            elseif not known then
+                set_meta(meta_key, at, recent, prompt, completion, total, 'created_ms', at)
+            elseif model ~= '' and not meta[6] then
+                set_meta(meta_key, at, recent, prompt, completion, total,
+                    'ttl_ms', now, model_field, at)
             else
-                redis.call('HSET', meta_key, 'last_message_ms', at, 'recent_turns', recent,
-                    'prompt_tokens', prompt, 'completion_tokens', completion,
-                    'total_tokens', total, 'created_ms', at)
+                set_meta(meta_key, at, recent, prompt, completion, total, 'ttl_ms', now)
             end
             redis.call('EXPIRE', meta_key, ttl)
         end
