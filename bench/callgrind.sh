@@ -8,6 +8,9 @@
 #   bench/callgrind.sh stream          # the same with 50-chunk streams (per chunk)
 #   TETHER=/path/to/tether bench/callgrind.sh   # another build of tether
 #   EARLIER=20 bench/callgrind.sh      # each request the 21st turn of a chat
+#   CONC=16 bench/callgrind.sh         # 16 connections at once: the history
+#                                      # writer's batches as under load (counts
+#                                      # then vary a little from run to run)
 #
 # Each subject runs under callgrind twice, for WARM and WARM+COUNT requests sent
 # one after another on one keep-alive connection, each in a new session; the
@@ -30,11 +33,13 @@ PORT=${PORT:-18182}
 REDIS_PORT=${REDIS_PORT:-18183}
 SUBJECTS=${SUBJECTS:-bare off mem}
 EARLIER=${EARLIER:-0}
+CONC=${CONC:-1}
 
 drive() { # requests
-    python3 - "$PORT" "$1" "$MODE" "$EARLIER" <<'EOF'
-import http.client, json, sys
+    python3 - "$PORT" "$1" "$MODE" "$EARLIER" "$CONC" <<'EOF'
+import http.client, json, sys, threading
 port, n, stream = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "stream"
+conc = int(sys.argv[5])
 # EARLIER turns of conversation before the new question: what a client
 # sends on the n-th turn of a chat (the whole conversation every time).
 earlier = [m for k in range(int(sys.argv[4])) for m in (
@@ -43,14 +48,21 @@ earlier = [m for k in range(int(sys.argv[4])) for m in (
 body = json.dumps({"model": "bench-model", "stream": stream, "messages": [
     {"role": "system", "content": "You are a benchmark."}, *earlier,
     {"role": "user", "content": "Say something short."}]}, separators=(",", ":"))
-conn = http.client.HTTPConnection("127.0.0.1", port)
-for i in range(n):
-    conn.request("POST", "/v1/chat/completions", body=body, headers={
-        "authorization": "Bearer bench-key", "content-type": "application/json",
-        "x-session-id": f"cg-{n}-{i}"})
-    response = conn.getresponse()
-    data = response.read()
-    assert response.status == 200, (response.status, data)
+failed = []
+def client(first):
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    for i in range(first, n, conc):
+        conn.request("POST", "/v1/chat/completions", body=body, headers={
+            "authorization": "Bearer bench-key", "content-type": "application/json",
+            "x-session-id": f"cg-{n}-{i}"})
+        response = conn.getresponse()
+        data = response.read()
+        if response.status != 200:
+            failed.append((response.status, data))
+clients = [threading.Thread(target=client, args=(k,)) for k in range(conc)]
+for c in clients: c.start()
+for c in clients: c.join()
+assert not failed, failed[:3]
 EOF
 }
 
