@@ -348,6 +348,82 @@ async fn checkpoint_cost_of_a_1000_token_stream() {
     }
 }
 
+/// A chat's later turn, on the replica that wrote the earlier one: the
+/// session is listed already, so the stream's start leaves the indexes to
+/// the turn (two ZADDs fewer), and the turn leaves the TTLs refreshed less
+/// than a minute ago (two EXPIREs fewer). The session stays listed, at the
+/// later turn's time.
+#[tokio::test]
+async fn a_chats_later_stream_leaves_the_session_indexes_to_its_turn() {
+    let mock = MockUpstream::start().await;
+    let redis = RedisServer::start();
+    let tether = replica(&mock, &redis).await;
+    let base = format!("http://{}", tether.addr);
+    // Another session first: Redis learns the turn script (a pipeline sent
+    // twice) before the counting starts.
+    start_stream(&base, "first-of-all", 5, 0)
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    common::history::wait_for_messages(&tether, KEY, "first-of-all", 2).await;
+    let (mut spent, mut listed) = (Vec::new(), Vec::new());
+    for turn in 1..=2 {
+        let before = write_commands(&redis);
+        // 20 tokens 10 ms apart: several checkpoint batches, as in both turns.
+        let response = start_stream(&base, "later-turns", 20, 10).await;
+        response.bytes().await.unwrap();
+        common::history::wait_for_messages(&tether, KEY, "later-turns", 2 * turn).await;
+        tokio::time::sleep(Duration::from_millis(300)).await; // the stream's end
+        spent.push(spent_since(&before, &write_commands(&redis)));
+        let (_, sessions) = get(&tether, KEY, "/sessions").await;
+        assert_eq!(
+            sessions["sessions"][0], "later-turns",
+            "the latest first: {sessions}"
+        );
+        listed.push(
+            sessions["items"][0]["last_activity"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let calls = |turn: usize, name: &str| spent[turn].get(name).copied().unwrap_or(0);
+    // An index pruned (at most once a second) is a ZREMRANGEBYSCORE and an EXPIRE.
+    let expires = |turn: usize| calls(turn, "expire") - calls(turn, "zremrangebyscore");
+    assert_eq!(
+        (calls(0, "zadd"), calls(1, "zadd")),
+        (4, 2),
+        "the first stream lists its session at its start and its turn, a later one at its turn only: {spent:?}"
+    );
+    assert_eq!(
+        expires(0) - expires(1),
+        2,
+        "a later turn leaves the session's TTLs: {spent:?}"
+    );
+    assert!(
+        listed[1] > listed[0],
+        "the session's last activity moves with the later turn: {listed:?}"
+    );
+
+    // Cleared here, the session is listed again from its next stream's start.
+    let cleared = client()
+        .delete(tether.url("/tether/history/later-turns"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cleared.status(), 200);
+    let mut response = start_stream(&base, "later-turns", 40, 25).await;
+    read_events(&mut response, 3).await;
+    let (_, sessions) = get(&tether, KEY, "/sessions").await;
+    assert_eq!(
+        sessions["sessions"][0], "later-turns",
+        "while it streams: {sessions}"
+    );
+    response.bytes().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_cancel_through_the_other_replica_reaches_the_owner_at_once() {
     let mock = MockUpstream::start().await;

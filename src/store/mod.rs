@@ -10,6 +10,7 @@
 mod checkpoints;
 mod keys;
 mod memory;
+mod recently;
 mod redis;
 mod redis_checkpoints;
 mod redis_conn;

@@ -18,6 +18,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use std::sync::Arc;
 
+use super::recently::Recently;
 use super::redis_conn::{LazyCluster, Nodes, RedisConn};
 use super::redis_sentinel::SentinelMaster;
 use crate::config::SentinelSettings;
@@ -198,9 +199,18 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(1);
 /// past this many the memory is dropped, and the next writes prune again.
 const MAX_PRUNE_ENTRIES: usize = 100_000;
 
+/// Sessions remembered as listed (see [`RedisStore::listed_lately`]); past
+/// this many the memory is dropped, and the next stream's start lists its
+/// session again. 100,000 sessions take about 10 MB.
+const MAX_LISTED_SESSIONS: usize = 100_000;
+
 pub struct RedisStore {
     pub(super) conn: RedisConn,
-    pruned: std::sync::Mutex<HashMap<String, std::time::Instant>>,
+    /// Indexes this replica pruned lately.
+    pruned: Recently,
+    /// Sessions this replica put in the indexes lately, by their
+    /// [`all_sessions_member`]: a stream's start need not list them again.
+    listed: Recently,
     /// Where connections of their own go (blocking reads of live tails,
     /// the control subscription).
     pub(super) nodes: Nodes,
@@ -224,7 +234,8 @@ impl RedisStore {
         RedisStore {
             conn,
             nodes,
-            pruned: Default::default(),
+            pruned: Recently::new(MAX_PRUNE_ENTRIES),
+            listed: Recently::new(MAX_LISTED_SESSIONS),
             command_timeout,
             retention,
             one_call_per_batch: std::sync::atomic::AtomicBool::new(true),
@@ -421,7 +432,27 @@ impl RedisStore {
             self.add_to_index(&mut pipe, &key.to_redis(), &[(at_ms, member.as_str())]);
             self.timed(pipe.query_async::<()>(&mut conn)).await?;
         }
+        self.note_listed(tenant, session);
         Ok(())
+    }
+
+    /// Whether this replica put the session in both indexes lately: within
+    /// the time a turn leaves a session's TTLs alone (a minute at most), so
+    /// its entries cannot have been pruned since. A stream's start then
+    /// leaves the indexes alone: the session is listed already, and its
+    /// score (last activity) moves when the stream's turn is written. A
+    /// session cleared since, on another replica, is listed again once
+    /// that turn is written.
+    pub(super) fn listed_lately(&self, tenant: &Tenant, session: &SessionId) -> bool {
+        let member = all_sessions_member(tenant, session.as_str());
+        self.listed
+            .within(&member, Duration::from_millis(self.ttl_refresh_ms()))
+    }
+
+    /// Notes that the session's index entries were written.
+    pub(super) fn note_listed(&self, tenant: &Tenant, session: &SessionId) {
+        self.listed
+            .note(&all_sessions_member(tenant, session.as_str()));
     }
 
     /// The same in `pipe`, for a server where every key is on one node.
@@ -559,18 +590,7 @@ impl RedisStore {
     /// True at most once per `PRUNE_INTERVAL` per index: pruning and the TTL
     /// refresh need not ride on every write (listings prune too).
     fn prune_due(&self, key: &str) -> bool {
-        let now = std::time::Instant::now();
-        let mut pruned = self.pruned.lock().unwrap_or_else(|e| e.into_inner());
-        if pruned.len() > MAX_PRUNE_ENTRIES {
-            pruned.clear();
-        }
-        match pruned.get(key) {
-            Some(at) if now.duration_since(*at) < PRUNE_INTERVAL => false,
-            _ => {
-                pruned.insert(key.to_owned(), now);
-                true
-            }
-        }
+        self.pruned.due(key, PRUNE_INTERVAL)
     }
 }
 
@@ -626,26 +646,27 @@ impl Store for RedisStore {
         }
         let turns: Vec<(&Tenant, &SessionId, &Turn)> =
             turns.iter().map(|(t, s, turn)| (t, s, turn)).collect();
-        if self.one_call_per_batch.load(Ordering::Relaxed) {
-            match self
-                .query_with_turn_script(&self.turns_pipe(&turns, true))
-                .await
-            {
-                Err(StoreError::Redis(e))
-                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::CrossSlot) =>
-                {
-                    // A sharding proxy in front of a cluster: nothing of the
-                    // call was applied; from now on one call per turn.
-                    self.one_call_per_batch.store(false, Ordering::Relaxed);
-                    tracing::info!(
-                        "redis refuses a script over several slots; appending turn by turn"
-                    );
-                }
-                other => return other,
-            }
+        let one_call = self.one_call_per_batch.load(Ordering::Relaxed);
+        let mut written = self
+            .query_with_turn_script(&self.turns_pipe(&turns, one_call))
+            .await;
+        if let Err(StoreError::Redis(e)) = &written
+            && one_call
+            && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::CrossSlot)
+        {
+            // A sharding proxy in front of a cluster: nothing of the call
+            // was applied; from now on one call per turn.
+            self.one_call_per_batch.store(false, Ordering::Relaxed);
+            tracing::info!("redis refuses a script over several slots; appending turn by turn");
+            written = self
+                .query_with_turn_script(&self.turns_pipe(&turns, false))
+                .await;
         }
-        self.query_with_turn_script(&self.turns_pipe(&turns, false))
-            .await
+        written?;
+        for (tenant, session, _) in turns {
+            self.note_listed(tenant, session);
+        }
+        Ok(())
     }
 
     async fn read_messages(
@@ -801,6 +822,8 @@ impl Store for RedisStore {
             Key::Messages(tenant, session).to_redis(),
             Key::SessionMeta(tenant, session).to_redis(),
         ];
+        self.listed
+            .forget(&all_sessions_member(tenant, session.as_str()));
         let deleted: usize = self.timed(conn.del(&keys)).await?;
         for (key, member) in index_entries(tenant, session) {
             self.timed(conn.zrem::<_, _, ()>(key.to_redis(), member))

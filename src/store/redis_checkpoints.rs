@@ -90,8 +90,11 @@ impl CheckpointStore for RedisStore {
         // The session is listed from its stream's start: a console sees a
         // conversation while its first answer streams, and the admin token
         // finds it by session id (`tenants_of`). Its meta names the stream.
+        // A session this replica listed lately is left as it is listed: a
+        // chat's or an agent's later turns cost two commands fewer.
         let session_meta = Key::SessionMeta(&record.tenant, &session).to_redis();
         let at = record.created_ms;
+        let listed = self.listed_lately(&record.tenant, &session);
         if self.is_cluster() {
             // The session's and the indexes' slots may be other nodes':
             // a round trip each. Elsewhere one round trip does it all.
@@ -109,10 +112,18 @@ impl CheckpointStore for RedisStore {
             .ignore();
         if self.is_cluster() {
             self.timed(pipe.query_async::<()>(&mut conn)).await?;
+            if listed {
+                return Ok(());
+            }
             return self.index_session(&record.tenant, &session, at).await;
         }
+        if listed {
+            return self.timed(pipe.query_async::<()>(&mut conn)).await;
+        }
         self.add_session_to_indexes(&mut pipe, &record.tenant, &session, at);
-        self.timed(pipe.query_async::<()>(&mut conn)).await
+        self.timed(pipe.query_async::<()>(&mut conn)).await?;
+        self.note_listed(&record.tenant, &session);
+        Ok(())
     }
 
     async fn append_events(
