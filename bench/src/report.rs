@@ -344,7 +344,7 @@ const ROWS: [(&str, Cell, &str, &str); 25] = [
 ];
 
 /// The global figures, in print order.
-pub const GLOBALS: [(&str, &str); 19] = [
+pub const GLOBALS: [(&str, &str); 21] = [
     (
         "redis_cmds_per_stream",
         "Redis commands per short stream (stream run)",
@@ -356,6 +356,14 @@ pub const GLOBALS: [(&str, &str); 19] = [
     (
         "redis_cmds_per_1k_tokens",
         "Redis commands per 1,000 tokens (cost run)",
+    ),
+    (
+        "redis_cmds_per_long_stream_later_turn",
+        "  the same, a chat's later turn: per long stream",
+    ),
+    (
+        "redis_cmds_per_1k_tokens_later_turn",
+        "  the same, a chat's later turn: per 1,000 tokens",
     ),
     (
         "resume_same_p50_ms",

@@ -83,12 +83,14 @@ pub async fn drained(
     }
 }
 
-/// The stored history of `session` is the streamed answer of `chunks`
-/// tokens, complete, after the system and user messages.
+/// The stored history of `session` is `turns` turns of the system and user
+/// messages and the streamed answer of `chunks` tokens, complete (a request
+/// with no earlier answer in it brings its system message again).
 pub async fn stream_recorded(
     target: &Arc<Target>,
     session: &str,
     chunks: u64,
+    turns: usize,
 ) -> Result<(), String> {
     let mut conn = Conn::open(target.clone()).await?;
     let req = conn.get(&format!("/tether/history/{session}"));
@@ -99,7 +101,7 @@ pub async fn stream_recorded(
     let messages = history["messages"].as_array().cloned().unwrap_or_default();
     let roles: Vec<&str> = messages.iter().filter_map(|m| m["role"].as_str()).collect();
     let reply = messages.last().cloned().unwrap_or_default();
-    let ok = roles == ["system", "user", "assistant"]
+    let ok = roles == ["system", "user", "assistant"].repeat(turns)
         && reply["content"].as_str() == Some(wire::stream_answer(chunks).as_str())
         && reply["complete"] == serde_json::Value::Bool(true);
     if !ok {
@@ -116,11 +118,12 @@ pub async fn streams_recorded(
     target: &Arc<Target>,
     recorded: &[(String, String)],
     chunks: u64,
+    turns: usize,
     sample: usize,
 ) -> Result<(), String> {
     let step = (recorded.len() / sample.max(1)).max(1);
     for (session, _) in recorded.iter().step_by(step) {
-        stream_recorded(target, session, chunks).await?;
+        stream_recorded(target, session, chunks, turns).await?;
     }
     Ok(())
 }

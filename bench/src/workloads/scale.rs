@@ -129,6 +129,7 @@ pub async fn run(setup: &Setup, plan: &Plan, results: &mut Results) {
                 &s.target,
                 &total.recorded,
                 shape.chunks,
+                1,
                 plan.history_sample,
             )
             .await

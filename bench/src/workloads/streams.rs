@@ -86,6 +86,7 @@ pub async fn round(
             &s.target,
             &run.recorded,
             plan.stream.chunks,
+            1,
             plan.history_sample,
         )
         .await
