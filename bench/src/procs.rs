@@ -87,6 +87,9 @@ impl Drop for Proc {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Sample {
     pub cpu: Duration,
+    /// The part of `cpu` spent in the kernel on the process's behalf
+    /// (system calls, their wake-ups): instruction counts leave it out.
+    pub sys: Duration,
     pub rss_kib: u64,
     /// Context switches of all the process's threads, voluntary or not: each
     /// is a thread parked and woken (a system call, and on a VM often an
@@ -96,8 +99,10 @@ pub struct Sample {
 
 impl Sample {
     pub fn of(pid: u32) -> Sample {
+        let cpu = cpu_time(pid);
         Sample {
-            cpu: cpu_time(pid).unwrap_or_default(),
+            cpu: cpu.map(|(user, sys)| user + sys).unwrap_or_default(),
+            sys: cpu.map(|(_, sys)| sys).unwrap_or_default(),
             rss_kib: rss_kib(pid).unwrap_or_default(),
             switches: context_switches(pid).unwrap_or_default(),
         }
@@ -122,17 +127,19 @@ fn context_switches(pid: u32) -> Option<u64> {
     Some(total)
 }
 
-/// utime + stime of `/proc/<pid>/stat`, in clock ticks turned into time.
-fn cpu_time(pid: u32) -> Option<Duration> {
+/// utime and stime of `/proc/<pid>/stat`, in clock ticks turned into time.
+fn cpu_time(pid: u32) -> Option<(Duration, Duration)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces; fields after it are plain.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // rest starts at field 3 (state); utime is field 14, stime field 15.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let sys: u64 = fields.get(12)?.parse().ok()?;
     // SAFETY: sysconf only reads a system constant.
     let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Some(Duration::from_nanos(ticks * 1_000_000_000 / per_sec))
+    let time = |ticks: u64| Duration::from_nanos(ticks * 1_000_000_000 / per_sec);
+    Some((time(user), time(sys)))
 }
 
 /// VmRSS of `/proc/<pid>/status`, in KiB.

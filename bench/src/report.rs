@@ -260,7 +260,7 @@ enum Cell {
 }
 
 /// The per-subject table: label, cell, metric, format.
-const ROWS: [(&str, Cell, &str, &str); 25] = [
+const ROWS: [(&str, Cell, &str, &str); 28] = [
     ("non-stream req/s (conc)", Cell::Median, "rps", "{:.0}"),
     ("  p50 latency µs", Cell::Median, "p50_us", "{:.0}"),
     ("  p99 latency µs", Cell::Median, "p99_us", "{:.0}"),
@@ -274,6 +274,12 @@ const ROWS: [(&str, Cell, &str, &str); 25] = [
     ),
     ("  added p99 µs", Cell::Added, "p99_1_us", "{:+.0}"),
     ("CPU µs / request", Cell::Median, "cpu_us_per_req", "{:.1}"),
+    (
+        "  of which in the kernel µs",
+        Cell::Median,
+        "sys_us_per_req",
+        "{:.1}",
+    ),
     (
         "  context switches / request",
         Cell::Median,
@@ -312,6 +318,12 @@ const ROWS: [(&str, Cell, &str, &str); 25] = [
         "{:.1}",
     ),
     (
+        "    of which in the kernel µs",
+        Cell::Median,
+        "chat_sys_us_per_req",
+        "{:.1}",
+    ),
+    (
         "  redis-server CPU µs / req",
         Cell::Median,
         "chat_store_cpu_us_per_req",
@@ -326,6 +338,12 @@ const ROWS: [(&str, Cell, &str, &str); 25] = [
         "  CPU µs / chunk",
         Cell::Median,
         "cpu_us_per_chunk",
+        "{:.1}",
+    ),
+    (
+        "    of which in the kernel µs",
+        Cell::Median,
+        "sys_us_per_chunk",
         "{:.1}",
     ),
     (

@@ -22,6 +22,7 @@ struct Figures {
     p50_1_us: &'static str,
     p99_1_us: &'static str,
     cpu_us_per_req: &'static str,
+    sys_us_per_req: &'static str,
     switches_per_req: &'static str,
     rss_mib: &'static str,
     store_cpu_us_per_req: &'static str,
@@ -34,6 +35,7 @@ const NON_STREAM: Figures = Figures {
     p50_1_us: "p50_1_us",
     p99_1_us: "p99_1_us",
     cpu_us_per_req: "cpu_us_per_req",
+    sys_us_per_req: "sys_us_per_req",
     switches_per_req: "switches_per_req",
     rss_mib: "rss_mib",
     store_cpu_us_per_req: "store_cpu_us_per_req",
@@ -46,6 +48,7 @@ const CHAT: Figures = Figures {
     p50_1_us: "chat_p50_1_us",
     p99_1_us: "chat_p99_1_us",
     cpu_us_per_req: "chat_cpu_us_per_req",
+    sys_us_per_req: "chat_sys_us_per_req",
     switches_per_req: "chat_switches_per_req",
     rss_mib: "chat_rss_mib",
     store_cpu_us_per_req: "chat_store_cpu_us_per_req",
@@ -115,6 +118,8 @@ async fn measure(
             let cpu_us = (b.cpu - a.cpu).as_secs_f64() * 1e6;
             let per_request = |x: f64| x / run.ok.max(1) as f64;
             results.push(s.name(), figure.cpu_us_per_req, per_request(cpu_us));
+            let sys_us = (b.sys - a.sys).as_secs_f64() * 1e6;
+            results.push(s.name(), figure.sys_us_per_req, per_request(sys_us));
             let switches = b.switches.saturating_sub(a.switches) as f64;
             results.push(s.name(), figure.switches_per_req, per_request(switches));
             results.push(s.name(), figure.rss_mib, b.rss_kib as f64 / 1024.0);

@@ -59,6 +59,11 @@ pub async fn round(
             );
             results.push(
                 s.name(),
+                "sys_us_per_chunk",
+                (b.sys - a.sys).as_secs_f64() * 1e6 / run.chunks.max(1) as f64,
+            );
+            results.push(
+                s.name(),
                 "switches_per_chunk",
                 b.switches.saturating_sub(a.switches) as f64 / run.chunks.max(1) as f64,
             );
