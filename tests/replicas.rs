@@ -348,7 +348,7 @@ async fn checkpoint_cost_of_a_1000_token_stream() {
     }
 }
 
-/// A chat's later turn, on the replica that wrote the earlier one: the
+/// A chat's later turn, on the replica that streamed the earlier one: the
 /// session is listed already, so the stream's start leaves the indexes to
 /// the turn (two ZADDs fewer), and the turn leaves the TTLs refreshed less
 /// than a minute ago (two EXPIREs fewer). The session stays listed, at the

@@ -208,8 +208,9 @@ pub struct RedisStore {
     pub(super) conn: RedisConn,
     /// Indexes this replica pruned lately.
     pruned: Recently,
-    /// Sessions this replica put in the indexes lately, by their
-    /// [`all_sessions_member`]: a stream's start need not list them again.
+    /// Sessions this replica listed at a stream's start lately, by their
+    /// [`all_sessions_member`]: the next stream's start need not list them
+    /// again.
     listed: Recently,
     /// Where connections of their own go (blocking reads of live tails,
     /// the control subscription).
@@ -432,17 +433,19 @@ impl RedisStore {
             self.add_to_index(&mut pipe, &key.to_redis(), &[(at_ms, member.as_str())]);
             self.timed(pipe.query_async::<()>(&mut conn)).await?;
         }
-        self.note_listed(tenant, session);
         Ok(())
     }
 
-    /// Whether this replica put the session in both indexes lately: within
-    /// the time a turn leaves a session's TTLs alone (a minute at most), so
-    /// its entries cannot have been pruned since. A stream's start then
-    /// leaves the indexes alone: the session is listed already, and its
-    /// score (last activity) moves when the stream's turn is written. A
-    /// session cleared since, on another replica, is listed again once
-    /// that turn is written.
+    /// Whether this replica listed the session at a stream's start lately:
+    /// within the time a turn leaves a session's TTLs alone (a minute at
+    /// most), so its index entries cannot have been pruned since. The next
+    /// stream's start then leaves the indexes alone: the session is listed
+    /// already, and its score (last activity) moves when the stream's turn
+    /// is written. A session cleared since, on another replica, is listed
+    /// again once that turn is written. Turns are not noted: remembering
+    /// every session a turn writes cost each turn about 1,900 instructions
+    /// (counted with `bench/callgrind.sh`), a new session's as well, to
+    /// spare only the streams that follow a non-streamed turn.
     pub(super) fn listed_lately(&self, tenant: &Tenant, session: &SessionId) -> bool {
         let member = all_sessions_member(tenant, session.as_str());
         self.listed
@@ -662,11 +665,7 @@ impl Store for RedisStore {
                 .query_with_turn_script(&self.turns_pipe(&turns, false))
                 .await;
         }
-        written?;
-        for (tenant, session, _) in turns {
-            self.note_listed(tenant, session);
-        }
-        Ok(())
+        written
     }
 
     async fn read_messages(

@@ -112,10 +112,11 @@ impl CheckpointStore for RedisStore {
             .ignore();
         if self.is_cluster() {
             self.timed(pipe.query_async::<()>(&mut conn)).await?;
-            if listed {
-                return Ok(());
+            if !listed {
+                self.index_session(&record.tenant, &session, at).await?;
+                self.note_listed(&record.tenant, &session);
             }
-            return self.index_session(&record.tenant, &session, at).await;
+            return Ok(());
         }
         if listed {
             return self.timed(pipe.query_async::<()>(&mut conn)).await;
