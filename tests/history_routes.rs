@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::history::{KEY, get, user_turn, wait_for_messages};
+use common::history::{KEY, delete, get, user_turn, wait_for_messages};
 use common::{MockUpstream, RedisServer, Tether, client, mock_upstream};
 use serde_json::{Value, json};
 
@@ -174,14 +174,8 @@ async fn a_session_is_deleted_and_exported_in_three_formats() {
     let (status, _) = get(&tether, KEY, "/history/exported/export?format=pdf").await;
     assert_eq!(status, 400);
 
-    let deleted = client()
-        .delete(tether.url("/tether/history/exported"))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 200);
-    let body: Value = deleted.json().await.unwrap();
+    let (deleted, body) = delete(&tether, KEY, "/history/exported").await;
+    assert_eq!(deleted, 200);
     assert_eq!(
         body,
         json!({"status": "success", "message": "Chat history cleared for session exported"})

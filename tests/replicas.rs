@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::history::{KEY, get};
+use common::history::{KEY, delete, get};
 use common::process::Process;
 use common::streams::{read_events, start_stream};
 use common::{MockUpstream, RedisServer, Tether, client};
@@ -407,13 +407,8 @@ async fn a_chats_later_stream_leaves_the_session_indexes_to_its_turn() {
     );
 
     // Cleared here, the session is listed again from its next stream's start.
-    let cleared = client()
-        .delete(tether.url("/tether/history/later-turns"))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(cleared.status(), 200);
+    let (cleared, _) = delete(&tether, KEY, "/history/later-turns").await;
+    assert_eq!(cleared, 200);
     let mut response = start_stream(&base, "later-turns", 40, 25).await;
     read_events(&mut response, 3).await;
     let (_, sessions) = get(&tether, KEY, "/sessions").await;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::history::{get, wait_for_messages};
+use common::history::{delete, get, wait_for_messages};
 use common::{MockUpstream, RedisServer, Tether, client};
 use serde_json::json;
 
@@ -63,13 +63,8 @@ async fn each_key_sees_only_its_sessions_and_the_admin_sees_all() {
             "{path}: another tenant's session does not exist for alice: {body}"
         );
     }
-    let deleted = client()
-        .delete(tether.url("/tether/history/bob-1"))
-        .bearer_auth(ALICE)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 404, "alice cannot delete bob's session");
+    let (deleted, _) = delete(&tether, ALICE, "/history/bob-1").await;
+    assert_eq!(deleted, 404, "alice cannot delete bob's session");
     let (_, bob_history) = get(&tether, BOB, "/history/shared-name").await;
     assert_eq!(bob_history["messages"][0]["content"], "hi from shared-name");
     assert_eq!(

@@ -12,8 +12,17 @@ pub const KEY: &str = "sk-test-key-1";
 
 /// `GET {prefix}{path}` with `key` as the bearer credential; status and JSON.
 pub async fn get(tether: &Tether, key: &str, path: &str) -> (u16, Value) {
+    call(reqwest::Method::GET, tether, key, path).await
+}
+
+/// `DELETE {prefix}{path}`, the same way.
+pub async fn delete(tether: &Tether, key: &str, path: &str) -> (u16, Value) {
+    call(reqwest::Method::DELETE, tether, key, path).await
+}
+
+async fn call(method: reqwest::Method, tether: &Tether, key: &str, path: &str) -> (u16, Value) {
     let response = client()
-        .get(tether.url(&format!("/tether{path}")))
+        .request(method, tether.url(&format!("/tether{path}")))
         .bearer_auth(key)
         .send()
         .await
