@@ -649,23 +649,26 @@ impl Store for RedisStore {
         }
         let turns: Vec<(&Tenant, &SessionId, &Turn)> =
             turns.iter().map(|(t, s, turn)| (t, s, turn)).collect();
-        let one_call = self.one_call_per_batch.load(Ordering::Relaxed);
-        let mut written = self
-            .query_with_turn_script(&self.turns_pipe(&turns, one_call))
-            .await;
-        if let Err(StoreError::Redis(e)) = &written
-            && one_call
-            && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::CrossSlot)
-        {
-            // A sharding proxy in front of a cluster: nothing of the call
-            // was applied; from now on one call per turn.
-            self.one_call_per_batch.store(false, Ordering::Relaxed);
-            tracing::info!("redis refuses a script over several slots; appending turn by turn");
-            written = self
-                .query_with_turn_script(&self.turns_pipe(&turns, false))
-                .await;
+        if self.one_call_per_batch.load(Ordering::Relaxed) {
+            match self
+                .query_with_turn_script(&self.turns_pipe(&turns, true))
+                .await
+            {
+                Err(StoreError::Redis(e))
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::CrossSlot) =>
+                {
+                    // A sharding proxy in front of a cluster: nothing of the
+                    // call was applied; from now on one call per turn.
+                    self.one_call_per_batch.store(false, Ordering::Relaxed);
+                    tracing::info!(
+                        "redis refuses a script over several slots; appending turn by turn"
+                    );
+                }
+                other => return other,
+            }
         }
-        written
+        self.query_with_turn_script(&self.turns_pipe(&turns, false))
+            .await
     }
 
     async fn read_messages(
