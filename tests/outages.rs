@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::history::{KEY, get, metric, stored_contents, user_turn, wait_for_messages};
+use common::history::{KEY, get, metric, question, stored_contents, user_turn, wait_for_messages};
 use common::{MockUpstream, RedisServer, Tether, client, mock_upstream};
 use serde_json::json;
 
@@ -222,15 +222,11 @@ async fn a_batch_written_twice_is_stored_once() {
     let batch: Vec<_> = (0..20)
         .map(|i| {
             let turn = Turn {
-                id: tether::server::new_id(),
-                if_new: Vec::new(),
-                messages: vec![json!({"role": "user", "content": format!("q{i}")}).into()],
                 usage: UsageTotals {
                     total_tokens: 1,
                     ..UsageTotals::default()
                 },
-                model: None,
-                at_ms: 1,
+                ..question(&tether::server::new_id(), &format!("q{i}"))
             };
             (tenant.clone(), session.clone(), turn)
         })
@@ -262,20 +258,11 @@ async fn a_batch_written_twice_is_stored_once() {
 /// and the last among them too.
 #[tokio::test]
 async fn a_replay_guard_written_the_earlier_way_still_holds() {
-    use tether::store::Turn;
     let redis = RedisServer::start();
     let store = redis.store().await;
     let tenant = tether::tenant::Tenant::from_credential(KEY);
     let session = tether::session::SessionId::parse("guarded-earlier").unwrap();
-    let turn = |id: &str| {
-        let turn = Turn {
-            id: id.into(),
-            messages: vec![json!({"role": "user", "content": id}).into()],
-            at_ms: 1,
-            ..Turn::default()
-        };
-        (tenant.clone(), session.clone(), turn)
-    };
+    let turn = |id: &str| (tenant.clone(), session.clone(), question(id, id));
     store.append_turns(&[turn("opening")]).await.unwrap();
     let meta = redis
         .cli(&["--scan", "--pattern", "*guarded-earlier*:meta"])
@@ -301,7 +288,7 @@ async fn a_replay_guard_written_the_earlier_way_still_holds() {
 /// tether starts, so whether it takes `GT` is learnt at the first write.
 #[tokio::test]
 async fn an_opening_written_after_its_turn_leaves_the_session_at_the_turns_time() {
-    use tether::store::{StreamRecord, StreamState, Turn, UsageTotals, now_ms};
+    use tether::store::{StreamRecord, StreamState, Turn, now_ms};
     let mut redis = RedisServer::start();
     redis.kill();
     let stores = redis.stores().await;
@@ -310,12 +297,8 @@ async fn an_opening_written_after_its_turn_leaves_the_session_at_the_turns_time(
     let session = tether::session::SessionId::parse("late-opening").unwrap();
     let (started, ended) = (now_ms() - 5_000, now_ms() - 1_000);
     let turn = Turn {
-        id: "late-opening-turn".into(),
-        if_new: Vec::new(),
-        messages: vec![json!({"role": "user", "content": "hi"}).into()],
-        usage: UsageTotals::default(),
-        model: None,
         at_ms: ended,
+        ..question("late-opening-turn", "hi")
     };
     // Retried while the connection comes back, as the history writer does.
     let batch = [(tenant.clone(), session.clone(), turn)];

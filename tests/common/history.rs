@@ -110,6 +110,17 @@ pub async fn user_turn(tether: &Tether, session: &str, text: &str) -> reqwest::R
         .unwrap()
 }
 
+/// A turn of one user message, `content`, under the id `id`: what a test
+/// of the store itself writes.
+pub fn question(id: &str, content: &str) -> tether::store::Turn {
+    tether::store::Turn {
+        id: id.into(),
+        messages: vec![json!({"role": "user", "content": content}).into()],
+        at_ms: 1,
+        ..tether::store::Turn::default()
+    }
+}
+
 /// The `content` of every message `store` holds for `session`, in order:
 /// what a test of the store itself reads back.
 pub async fn stored_contents(
