@@ -75,7 +75,7 @@ impl ChatFold {
     pub(super) fn push_text(&mut self, event: &str, data: &str) {
         if event != "error"
             && json_text::is_object(data.as_bytes())
-            && let Ok(chunk) = serde_json::from_str::<ChunkText>(data)
+            && let Some(chunk) = ChunkText::read(data)
         {
             self.chunk_text(chunk, false);
             return;
@@ -92,7 +92,7 @@ impl ChatFold {
         }
         // Checked as UTF-8 once: read from bytes, serde checks every string
         // of the body on its own, a tenth of the read.
-        let chunk: ChunkText = serde_json::from_str(std::str::from_utf8(body).ok()?).ok()?;
+        let chunk = ChunkText::read(std::str::from_utf8(body).ok()?)?;
         let mut fold = ChatFold::new(api);
         fold.chunk_text(chunk, true);
         Some(fold.finish())

@@ -17,7 +17,8 @@ use crate::record::json_text::{MaybeStr, MaybeU64};
 /// has are boxed: serde moves a chunk's structs by value several times as it
 /// builds them, and unboxed they made a choice some 600 bytes, whose copies
 /// were a fifth of a chunk's parse.
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 pub(super) struct ChunkText<'a> {
     #[serde(borrow, default)]
     pub(super) id: MaybeStr<'a>,
@@ -33,13 +34,15 @@ pub(super) struct ChunkText<'a> {
     pub(super) choices: Option<Vec<ChoiceText<'a>>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 pub(super) struct GroqText {
     #[serde(default)]
     pub(super) usage: Option<Box<Value>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 pub(super) struct ChoiceText<'a> {
     #[serde(default)]
     pub(super) index: MaybeU64,
@@ -56,7 +59,8 @@ pub(super) struct ChoiceText<'a> {
     pub(super) logprobs: Option<Box<Value>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 pub(super) struct DeltaText<'a> {
     #[serde(borrow, default)]
     pub(super) role: MaybeStr<'a>,
@@ -73,6 +77,14 @@ pub(super) struct DeltaText<'a> {
     pub(super) refusal: Option<Box<Value>>,
     #[serde(default)]
     pub(super) tool_calls: Option<Box<Value>>,
+}
+
+impl<'a> ChunkText<'a> {
+    /// A chunk's text read strictly: by hand when it is of the usual shape
+    /// ([`chunk_scan`](super::chunk_scan)), by serde when the scan gives up.
+    pub(super) fn read(text: &'a str) -> Option<Self> {
+        super::chunk_scan::read(text).or_else(|| serde_json::from_str(text).ok())
+    }
 }
 
 impl DeltaText<'_> {

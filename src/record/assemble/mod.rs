@@ -8,6 +8,7 @@
 mod anthropic;
 mod chat;
 mod chunk;
+mod chunk_scan;
 mod completions;
 mod gemini;
 mod pyjson;
