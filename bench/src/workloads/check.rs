@@ -69,7 +69,7 @@ pub async fn drained(
         let dropped = (now.dropped - before.dropped) as u64;
         if dropped > 0 && written + dropped >= expected {
             return Err(format!(
-                "{}: lost recording: {dropped} of {expected} turns dropped (history writes failed; see its log), {written} written",
+                "{}: lost recording: {dropped} of {expected} turns dropped (the write-behind queue was full or the store refused them; see its log), {written} written",
                 target.name
             ));
         }
