@@ -149,6 +149,7 @@ mod tests {
     use serde_json::Value;
 
     use super::super::chat::{ChatFold, body_as_chunk};
+    use super::super::fixture_tests::recorded_data;
     use super::super::{Api, Payload};
 
     /// Odd shapes that the strict read turns away or must read alike.
@@ -167,21 +168,6 @@ mod tests {
         "not json",
         "[DONE]",
     ];
-
-    /// Every event's data of every recorded stream, whatever its API.
-    fn recorded_data() -> Vec<String> {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/streams/");
-        let mut data = Vec::new();
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "sse") {
-                let body = std::fs::read(&path).unwrap();
-                let (events, _) = crate::record::sse::parse_all(&body).unwrap();
-                data.extend(events.into_iter().map(|e| e.data));
-            }
-        }
-        data
-    }
 
     #[test]
     fn read_as_text_or_as_a_value_chunks_fold_alike() {

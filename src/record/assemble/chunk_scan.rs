@@ -69,30 +69,12 @@ impl<'a> Scan<'a> {
         let mut seen = Seen::default();
         self.object(1, |scan, name| {
             match name {
-                "id" => {
-                    seen.first(0)?;
-                    chunk.id = scan.maybe_str()?
-                }
-                "model" => {
-                    seen.first(1)?;
-                    chunk.model = scan.maybe_str()?
-                }
-                "error" => {
-                    seen.first(2)?;
-                    chunk.error = scan.boxed_value()?
-                }
-                "usage" => {
-                    seen.first(3)?;
-                    chunk.usage = scan.boxed_value()?
-                }
-                "x_groq" => {
-                    seen.first(4)?;
-                    chunk.x_groq = scan.by_serde()?
-                }
-                "choices" => {
-                    seen.first(5)?;
-                    chunk.choices = scan.choices()?
-                }
+                "id" => chunk.id = seen.once(0, || scan.maybe_str())?,
+                "model" => chunk.model = seen.once(1, || scan.maybe_str())?,
+                "error" => chunk.error = seen.once(2, || scan.boxed_value())?,
+                "usage" => chunk.usage = seen.once(3, || scan.boxed_value())?,
+                "x_groq" => chunk.x_groq = seen.once(4, || scan.by_serde())?,
+                "choices" => chunk.choices = seen.once(5, || scan.choices())?,
                 _ => scan.skip()?,
             }
             Some(())
@@ -124,39 +106,25 @@ impl<'a> Scan<'a> {
         let mut seen = Seen::default();
         self.object(3, |scan, name| {
             match name {
-                "index" => {
-                    seen.first(0)?;
-                    choice.index = scan.index()?
-                }
-                "text" => {
-                    seen.first(1)?;
-                    choice.text = scan.maybe_str()?
-                }
+                "index" => choice.index = seen.once(0, || scan.index())?,
+                "text" => choice.text = seen.once(1, || scan.maybe_str())?,
                 "delta" => {
-                    seen.first(2)?;
-                    choice.delta = match scan.peek()? {
-                        b'{' => Some(scan.delta()?),
-                        b'n' => scan.null().map(|()| None)?,
-                        _ => scan.by_serde()?,
-                    }
+                    choice.delta = seen.once(2, || match scan.peek()? {
+                        b'{' => Some(Some(scan.delta()?)),
+                        b'n' => scan.null().map(|()| None),
+                        _ => scan.by_serde(),
+                    })?
                 }
                 // Present, even as null: a body's message replaces the delta.
                 "message" => {
-                    seen.first(3)?;
-                    choice.message = Some(match scan.peek()? {
-                        b'{' => Some(Box::new(scan.delta()?)),
-                        b'n' => scan.null().map(|()| None)?,
-                        _ => scan.by_serde()?,
-                    })
+                    choice.message = Some(seen.once(3, || match scan.peek()? {
+                        b'{' => Some(Some(Box::new(scan.delta()?))),
+                        b'n' => scan.null().map(|()| None),
+                        _ => scan.by_serde(),
+                    })?)
                 }
-                "finish_reason" => {
-                    seen.first(4)?;
-                    choice.finish_reason = scan.value()?
-                }
-                "logprobs" => {
-                    seen.first(5)?;
-                    choice.logprobs = scan.boxed_value()?
-                }
+                "finish_reason" => choice.finish_reason = seen.once(4, || scan.value())?,
+                "logprobs" => choice.logprobs = seen.once(5, || scan.boxed_value())?,
                 _ => scan.skip()?,
             }
             Some(())
@@ -169,35 +137,18 @@ impl<'a> Scan<'a> {
         let mut seen = Seen::default();
         self.object(4, |scan, name| {
             match name {
-                "role" => {
-                    seen.first(0)?;
-                    delta.role = scan.maybe_str()?
-                }
-                "content" => {
-                    seen.first(1)?;
-                    delta.content = scan.value()?
-                }
+                "role" => delta.role = seen.once(0, || scan.maybe_str())?,
+                "content" => delta.content = seen.once(1, || scan.value())?,
                 // Present, even as null: it turns `reasoning_details` off.
                 "reasoning_content" => {
-                    seen.first(2)?;
-                    delta.reasoning_content = Some(scan.present_value()?)
+                    delta.reasoning_content = Some(seen.once(2, || scan.present_value())?)
                 }
-                "reasoning" => {
-                    seen.first(3)?;
-                    delta.reasoning = Some(scan.present_value()?)
-                }
+                "reasoning" => delta.reasoning = Some(seen.once(3, || scan.present_value())?),
                 "reasoning_details" => {
-                    seen.first(4)?;
-                    delta.reasoning_details = scan.boxed_value()?
+                    delta.reasoning_details = seen.once(4, || scan.boxed_value())?
                 }
-                "refusal" => {
-                    seen.first(5)?;
-                    delta.refusal = scan.boxed_value()?
-                }
-                "tool_calls" => {
-                    seen.first(6)?;
-                    delta.tool_calls = scan.boxed_value()?
-                }
+                "refusal" => delta.refusal = seen.once(5, || scan.boxed_value())?,
+                "tool_calls" => delta.tool_calls = seen.once(6, || scan.boxed_value())?,
                 _ => scan.skip()?,
             }
             Some(())
@@ -340,67 +291,46 @@ impl<'a> Scan<'a> {
         depth: usize,
         mut member: impl FnMut(&mut Self, &'a str) -> Option<()>,
     ) -> Option<()> {
-        if depth > MAX_DEPTH {
-            return None;
-        }
-        self.at += 1;
-        self.space();
-        if self.peek()? == b'}' {
-            self.at += 1;
-            return Some(());
-        }
-        loop {
-            let (name, escaped) = self.raw_string()?;
+        self.items(depth, b'}', |scan| {
+            let (name, escaped) = scan.raw_string()?;
             if escaped {
                 return None;
             }
-            self.space();
-            self.expect(b':')?;
-            self.space();
-            member(self, name)?;
-            self.space();
-            match self.peek()? {
-                b',' => {
-                    self.at += 1;
-                    self.space();
-                }
-                b'}' => {
-                    self.at += 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
-        }
+            scan.space();
+            scan.expect(b':')?;
+            scan.space();
+            member(scan, name)
+        })
     }
 
-    fn array(
+    fn array(&mut self, depth: usize, element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.items(depth, b']', element)
+    }
+
+    /// The comma-separated items of an object or array, from its opening
+    /// bracket to `close`.
+    fn items(
         &mut self,
         depth: usize,
-        mut element: impl FnMut(&mut Self) -> Option<()>,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Option<()>,
     ) -> Option<()> {
         if depth > MAX_DEPTH {
             return None;
         }
         self.at += 1;
         self.space();
-        if self.peek()? == b']' {
-            self.at += 1;
+        if self.eat(close) {
             return Some(());
         }
         loop {
-            element(self)?;
+            item(self)?;
             self.space();
-            match self.peek()? {
-                b',' => {
-                    self.at += 1;
-                    self.space();
-                }
-                b']' => {
-                    self.at += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if self.eat(close) {
+                return Some(());
             }
+            self.expect(b',')?;
+            self.space();
         }
     }
 
@@ -475,11 +405,12 @@ impl<'a> Scan<'a> {
 struct Seen(u8);
 
 impl Seen {
-    fn first(&mut self, member: u8) -> Option<()> {
+    /// Reads member number `member` of its object, unless it came before.
+    fn once<T>(&mut self, member: u8, read: impl FnOnce() -> Option<T>) -> Option<T> {
         let bit = 1 << member;
         let fresh = self.0 & bit == 0;
         self.0 |= bit;
-        fresh.then_some(())
+        if fresh { read() } else { None }
     }
 }
 
@@ -488,24 +419,10 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::record::assemble::fixture_tests::recorded_data;
 
     fn by_serde(text: &str) -> Option<ChunkText<'_>> {
         serde_json::from_str(text).ok()
-    }
-
-    /// Every event's data of every recorded stream, whatever its API.
-    fn recorded_data() -> Vec<String> {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/streams/");
-        let mut data = Vec::new();
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "sse") {
-                let body = std::fs::read(&path).unwrap();
-                let (events, _) = crate::record::sse::parse_all(&body).unwrap();
-                data.extend(events.into_iter().map(|e| e.data));
-            }
-        }
-        data
     }
 
     /// The scan either gives up or reads what serde reads.

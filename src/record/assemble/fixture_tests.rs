@@ -10,6 +10,20 @@ use crate::record::sse::SseParser;
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/streams/");
 
+/// Every event's data of every recorded stream, whatever its API.
+pub(super) fn recorded_data() -> Vec<String> {
+    let mut data = Vec::new();
+    for entry in std::fs::read_dir(DIR).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "sse") {
+            let body = std::fs::read(&path).unwrap();
+            let (events, _) = crate::record::sse::parse_all(&body).unwrap();
+            data.extend(events.into_iter().map(|e| e.data));
+        }
+    }
+    data
+}
+
 fn read(name: &str) -> Vec<u8> {
     std::fs::read(format!("{DIR}{name}")).unwrap_or_else(|e| panic!("read {name}: {e}"))
 }
