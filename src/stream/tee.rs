@@ -19,9 +19,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
-use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
@@ -61,8 +61,11 @@ struct TapState {
     /// channel: one chunk or a few wait at a time, and a channel's first
     /// block (32 slots) and semaphore cost 1.4 KiB per open stream.
     queue: Mutex<Queue>,
-    /// Told when a chunk is queued or the tap is gone.
-    arrived: Notify,
+    /// The recorder waiting for a chunk, woken when one is queued or the
+    /// tap is gone. There is one waiter, so an `AtomicWaker` serves rather
+    /// than a `Notify` and its list of waiters (230 instructions less a
+    /// streamed chunk, counted with `bench/callgrind.sh stream`).
+    arrived: AtomicWaker,
 }
 
 #[derive(Debug, Default)]
@@ -80,19 +83,28 @@ impl TapState {
     /// The next queued chunk, waiting for one; `None` once the tap is gone
     /// and the queue empty.
     async fn next_live(&self) -> Option<Bytes> {
-        loop {
-            {
-                let mut queue = self.queue();
-                if let Some(chunk) = queue.chunks.pop_front() {
-                    return Some(chunk);
-                }
-                if queue.closed {
-                    return None;
-                }
+        std::future::poll_fn(|cx| {
+            if let Some(next) = self.take() {
+                return Poll::Ready(next);
             }
-            // A notification sent between the look and this wait is kept
-            // for it (`Notify` stores one permit).
-            self.arrived.notified().await;
+            self.arrived.register(cx.waker());
+            // Looked at again: a chunk queued between the first look and
+            // the registration woke no one.
+            match self.take() {
+                Some(next) => Poll::Ready(next),
+                None => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// The next chunk (`Some(None)` when there will be none), or `None`
+    /// when the recorder must wait.
+    fn take(&self) -> Option<Option<Bytes>> {
+        let mut queue = self.queue();
+        match queue.chunks.pop_front() {
+            Some(chunk) => Some(Some(chunk)),
+            None => queue.closed.then_some(None),
         }
     }
 }
@@ -177,7 +189,7 @@ impl Tap {
                 if room {
                     queue.chunks.push_back(data.clone());
                     drop(queue);
-                    self.state.arrived.notify_one();
+                    self.state.arrived.wake();
                 }
                 room
             }
@@ -221,7 +233,7 @@ impl Drop for Tap {
     fn drop(&mut self) {
         if let TapSink::Live = self.sink {
             self.state.queue().closed = true;
-            self.state.arrived.notify_one();
+            self.state.arrived.wake();
         }
     }
 }
