@@ -127,22 +127,37 @@ fn split(system: Vec<Message>, mut messages: Vec<Message>) -> (Vec<Message>, Vec
 /// Token counts from a provider's own usage object, whatever it calls them:
 /// `prompt_tokens`/`completion_tokens` (Chat), `input_tokens`/`output_tokens`
 /// (Responses, Anthropic), `promptTokenCount`/`candidatesTokenCount` (Gemini).
+/// Each count is taken from the first of its names, in that order, that
+/// holds a whole number. The object's members are walked once rather than
+/// looked up by each name: a lookup hashes the name (SipHash), and six of
+/// them were 950 instructions a turn.
 pub fn usage_totals(usage: Option<&Value>) -> UsageTotals {
-    let Some(usage) = usage else {
+    const NAMES: [&[&str]; 3] = [
+        &["prompt_tokens", "input_tokens", "promptTokenCount"],
+        &["completion_tokens", "output_tokens", "candidatesTokenCount"],
+        &["total_tokens", "totalTokenCount"],
+    ];
+    let Some(Value::Object(usage)) = usage else {
         return UsageTotals::default();
     };
-    let first = |keys: &[&str]| {
-        keys.iter()
-            .find_map(|k| usage.get(*k).and_then(Value::as_u64))
-    };
-    let prompt = first(&["prompt_tokens", "input_tokens", "promptTokenCount"]).unwrap_or(0);
-    let completion =
-        first(&["completion_tokens", "output_tokens", "candidatesTokenCount"]).unwrap_or(0);
-    let total = first(&["total_tokens", "totalTokenCount"]).unwrap_or(prompt + completion);
+    // By count, then by the rank of the name it was found under.
+    let mut found = [[None; 3]; 3];
+    for (name, value) in usage {
+        let Some(number) = value.as_u64() else {
+            continue;
+        };
+        for (count, names) in NAMES.iter().enumerate() {
+            if let Some(rank) = names.iter().position(|n| n == name) {
+                found[count][rank] = Some(number);
+            }
+        }
+    }
+    let [prompt, completion, total] = found.map(|ranks| ranks.into_iter().flatten().next());
+    let (prompt, completion) = (prompt.unwrap_or(0), completion.unwrap_or(0));
     UsageTotals {
         prompt_tokens: prompt,
         completion_tokens: completion,
-        total_tokens: total,
+        total_tokens: total.unwrap_or(prompt + completion),
     }
 }
 
@@ -285,5 +300,19 @@ mod tests {
             );
         }
         assert_eq!(usage_totals(None), UsageTotals::default());
+    }
+
+    #[test]
+    fn usage_takes_each_count_from_its_first_name_that_holds_a_number() {
+        let both = json!({"input_tokens": 3, "prompt_tokens": 5, "output_tokens": 2});
+        let skipped = json!({"prompt_tokens": "5", "input_tokens": 3, "total_tokens": -1});
+        let totals = |prompt, completion, total| UsageTotals {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: total,
+        };
+        assert_eq!(usage_totals(Some(&both)), totals(5, 2, 7));
+        assert_eq!(usage_totals(Some(&skipped)), totals(3, 0, 3));
+        assert_eq!(usage_totals(Some(&json!([1, 2]))), totals(0, 0, 0));
     }
 }
