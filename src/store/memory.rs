@@ -115,13 +115,17 @@ impl Shard {
     }
 
     /// Drops the least recently written sessions until the shard holds
-    /// `target` bytes or less; returns how many went. Finds the newest write
-    /// time that must go, then drops every session written no later (a
-    /// session's expiry is its last write plus the TTL).
-    fn evict_to(&mut self, target: usize) -> usize {
+    /// `target` bytes or less, or until only sessions written at `newest`
+    /// are left: the session just written is kept even when it alone is
+    /// over the budget (the others go), rather than lost as it is stored.
+    /// Returns how many went. Finds the newest write time that must go,
+    /// then drops every session written no later (a session's expiry is
+    /// its last write plus the TTL).
+    fn evict_to(&mut self, target: usize, newest: Instant) -> usize {
         let mut by_age: Vec<(Instant, usize)> = self
             .sessions
             .values()
+            .filter(|s| s.expires < newest)
             .map(|s| (s.expires, s.bytes))
             .collect();
         by_age.sort_unstable_by_key(|(expires, _)| *expires);
@@ -130,6 +134,7 @@ impl Shard {
             left -= bytes;
             (left <= target).then_some(*expires)
         });
+        let cutoff = cutoff.or(by_age.last().map(|(expires, _)| *expires));
         cutoff.map_or(0, |cutoff| self.drop_expiring_by(cutoff))
     }
 }
@@ -349,7 +354,7 @@ impl Store for MemoryStore {
         shard.bytes += grown;
         if shard.bytes > self.shard_budget {
             let target = (self.shard_budget as f64 * EVICT_TO) as usize;
-            let evicted = shard.evict_to(target);
+            let evicted = shard.evict_to(target, now + self.retention.history_ttl);
             drop(shard);
             self.evicted_sessions(evicted as u64, now);
         }
@@ -473,8 +478,13 @@ mod tests {
     }
 
     async fn write(store: &MemoryStore, session: &str) {
+        write_of(store, session, 200).await;
+    }
+
+    /// One turn of a message of about `bytes` bytes.
+    async fn write_of(store: &MemoryStore, session: &str, bytes: usize) {
         let id = SessionId::parse(session).unwrap();
-        let text = format!("{session} {}", "x".repeat(200));
+        let text = format!("{session} {}", "x".repeat(bytes));
         store
             .append_turn(&Tenant::anonymous(), &id, &turn(&text))
             .await
@@ -540,6 +550,33 @@ mod tests {
             write(&store, &format!("s-{i}")).await;
         }
         assert!(exists(&store, &format!("s-{oldest}")).await);
+    }
+
+    #[tokio::test]
+    async fn a_session_over_its_shard_s_budget_is_kept_and_the_older_ones_go() {
+        // Room for about 15 small sessions a shard; about 3 written to each.
+        let budget = SHARDS * 8 * 1024;
+        let store = store(Duration::from_secs(3600), budget);
+        let small = SHARDS * 3;
+        for i in 0..small {
+            write(&store, &format!("s-{i}")).await;
+        }
+        assert_eq!(store.evicted.get(), 0);
+        let before = store.bytes();
+        write_of(&store, "big", 20 * 1024).await;
+        assert!(
+            exists(&store, "big").await,
+            "the session just written was evicted"
+        );
+        // Whatever shared its shard went, and nothing else.
+        let evicted = store.evicted.get();
+        let kept = store.list_sessions(&Scope::All, 0, 1000).await.unwrap();
+        assert_eq!(kept.total as u64 + evicted, small as u64 + 1);
+        assert!(evicted < 16, "{evicted} evicted");
+        assert!(store.bytes() < before + 22 * 1024);
+        // Written again, bigger still: kept again.
+        write_of(&store, "big", 20 * 1024).await;
+        assert!(exists(&store, "big").await);
     }
 
     #[tokio::test]
