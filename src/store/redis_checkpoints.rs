@@ -114,16 +114,16 @@ impl CheckpointStore for RedisStore {
             self.timed(pipe.query_async::<()>(&mut conn)).await?;
             if !listed {
                 self.index_session(&record.tenant, &session, at).await?;
-                self.note_listed(&record.tenant, &session);
             }
-            return Ok(());
+        } else {
+            if !listed {
+                self.add_session_to_indexes(&mut pipe, &record.tenant, &session, at);
+            }
+            self.timed(pipe.query_async::<()>(&mut conn)).await?;
         }
-        if listed {
-            return self.timed(pipe.query_async::<()>(&mut conn)).await;
+        if !listed {
+            self.note_listed(&record.tenant, &session);
         }
-        self.add_session_to_indexes(&mut pipe, &record.tenant, &session, at);
-        self.timed(pipe.query_async::<()>(&mut conn)).await?;
-        self.note_listed(&record.tenant, &session);
         Ok(())
     }
 

@@ -216,8 +216,13 @@ impl<'a> Scan<'a> {
         if !escaped {
             return Some(Cow::Borrowed(inner));
         }
-        let quoted = &self.text[self.at - inner.len() - 2..self.at];
-        serde_json::from_str::<String>(quoted).ok().map(Cow::Owned)
+        self.decoded::<String>(inner).map(Cow::Owned)
+    }
+
+    /// The string just read, whose text between quotes is `inner`, read by
+    /// serde as `T`: how a string with escapes is decoded or checked.
+    fn decoded<T: Deserialize<'a>>(&self, inner: &str) -> Option<T> {
+        serde_json::from_str(&self.text[self.at - inner.len() - 2..self.at]).ok()
     }
 
     /// The text between a string's quotes, and whether it has escapes;
@@ -270,8 +275,7 @@ impl<'a> Scan<'a> {
             b'"' => {
                 let (inner, escaped) = self.raw_string()?;
                 if escaped {
-                    let quoted = &self.text[self.at - inner.len() - 2..self.at];
-                    serde_json::from_str::<IgnoredAny>(quoted).ok()?;
+                    self.decoded::<IgnoredAny>(inner)?;
                 }
                 Some(())
             }
