@@ -594,10 +594,12 @@ async fn a_flowing_stream_needs_no_heartbeat_writes_and_stays_active_elsewhere()
     common::history::wait_for_messages(&a, KEY, "flowing", 2).await;
     let spent = spent_since(&before, &write_commands(&redis));
     println!("a 3-second stream, heartbeat every 333 ms: {spent:?}");
+    // A heartbeat is the one write of the stream's hash (HMSET); the
+    // record is the opening entry of its stream.
     assert_eq!(
         spent.get("hmset"),
-        Some(&2),
-        "the record written when the stream opened and when it closed, no heartbeat: {spent:?}"
+        None,
+        "the record written with the stream's entries, no heartbeat: {spent:?}"
     );
     assert_eq!(spent.get("hget"), None, "no poll for cancels: {spent:?}");
 }
@@ -643,4 +645,195 @@ async fn a_cancel_missed_while_the_subscription_broke_is_found_at_the_next_heart
         broke.elapsed() < Duration::from_secs(2),
         "within a heartbeat or two"
     );
+}
+
+/// The checkpoint layout, read back through the store: the record is the
+/// opening entry of the stream's events (written twice, it is there once),
+/// a batch tells how far the checkpoints got, heartbeats go to the stream's
+/// hash, and the closing entry holds the last events, the state and the
+/// trailing bytes, after which everything expires with the retention. A
+/// stream written the way replicas built before 2026-12-07 wrote it (a
+/// record hash, the tail alone in the last entry) reads the same.
+#[tokio::test]
+async fn a_streams_checkpoints_read_back_as_written_in_either_layout() {
+    use bytes::Bytes;
+    use tether::store::{EventBatch, StreamRecord, StreamState, now_ms};
+    let redis = RedisServer::start();
+    let store = redis.stores().await.checkpoints.unwrap();
+    let tenant = tether::tenant::Tenant::from_credential(KEY);
+    let created = now_ms();
+    let mut record = StreamRecord {
+        id: "layout".into(),
+        tenant: tenant.clone(),
+        session: "layout-session".into(),
+        state: StreamState::Active,
+        events: 0,
+        created_ms: created,
+        heartbeat_ms: created,
+    };
+    let (active_ttl, retention) = (Duration::from_secs(600), Duration::from_secs(30));
+    for _ in 0..2 {
+        store
+            .open_stream(&record, active_ttl, active_ttl)
+            .await
+            .expect("an opening written again is no error");
+    }
+    let events_key = "tether:{x:layout}:events";
+    let meta_key = "tether:{x:layout}:meta";
+    assert_eq!(redis.cli(&["XLEN", events_key]).unwrap().trim(), "1");
+    assert_eq!(redis.cli(&["EXISTS", meta_key]).unwrap().trim(), "0");
+    let read = store.stream_record("layout").await.unwrap().unwrap();
+    assert!(read.heartbeat_ms >= created, "the opening is a heartbeat");
+    assert_eq!(
+        StreamRecord {
+            heartbeat_ms: created,
+            ..read
+        },
+        record,
+        "the record, from the opening entry"
+    );
+
+    let event = |text: &str| Bytes::from(format!("data: {text}\n\n"));
+    let batch = EventBatch {
+        first: 0,
+        events: vec![event("a"), event("b"), event("c")],
+    };
+    store.append_events("layout", &batch).await.unwrap();
+    let stored = store.checkpointed("layout").await.unwrap();
+    assert_eq!((stored.events, stored.closed), (3, false));
+    let read = store.stream_record("layout").await.unwrap().unwrap();
+    assert_eq!((read.events, read.state), (3, StreamState::Active));
+    assert!(read.heartbeat_ms >= created, "a batch is a heartbeat");
+
+    // A beat while no batch flows: the hash, with the stream's TTL.
+    let beat = now_ms() + 5_000;
+    store
+        .heartbeat("layout", beat, 3, active_ttl)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .stream_record("layout")
+            .await
+            .unwrap()
+            .unwrap()
+            .heartbeat_ms,
+        beat
+    );
+    let ttl = |key: &str| {
+        redis
+            .cli(&["TTL", key])
+            .unwrap()
+            .trim()
+            .parse::<i64>()
+            .unwrap()
+    };
+    assert!(ttl(meta_key) > 500, "{}", ttl(meta_key));
+
+    record.state = StreamState::Done;
+    record.events = 5;
+    let last = EventBatch {
+        first: 3,
+        events: vec![event("d"), event("[DONE]")],
+    };
+    store
+        .close_stream(
+            &record,
+            Some(&last),
+            Some(Bytes::from(": bye\n")),
+            retention,
+            true,
+        )
+        .await
+        .unwrap();
+    let stored = store.checkpointed("layout").await.unwrap();
+    assert_eq!((stored.events, stored.closed), (5, true));
+    let read = store.stream_record("layout").await.unwrap().unwrap();
+    assert_eq!((read.events, read.state), (5, StreamState::Done));
+    let all = store.read_events("layout", 0).await.unwrap();
+    assert_eq!(
+        all.events,
+        [
+            event("a"),
+            event("b"),
+            event("c"),
+            event("d"),
+            event("[DONE]")
+        ]
+    );
+    assert_eq!(all.tail, Some(Bytes::from(": bye\n")));
+    let after_four = store.read_events("layout", 4).await.unwrap();
+    assert_eq!(after_four.events, [event("[DONE]")]);
+    let after_all = store.read_events("layout", 5).await.unwrap();
+    assert!(after_all.events.is_empty());
+    assert_eq!(
+        after_all.tail,
+        Some(Bytes::from(": bye\n")),
+        "the end is read"
+    );
+    for key in [events_key, meta_key] {
+        assert!(
+            (1..=30).contains(&ttl(key)),
+            "{key} expires with the retention"
+        );
+    }
+
+    // A cancel request finds the stream, and its flag expires with it.
+    store.request_cancel("layout").await.unwrap();
+    assert!(store.cancel_requested("layout").await.unwrap());
+    assert!((1..=30).contains(&ttl(meta_key)));
+
+    // Written before 2026-12-07: a record hash, batches `{first}-1`, the
+    // tail alone in `{events}-2`.
+    let (old_events, old_meta) = ("tether:{x:old}:events", "tether:{x:old}:meta");
+    let created = created.to_string();
+    for args in [
+        vec![
+            "HSET",
+            old_meta,
+            "state",
+            "done",
+            "tenant",
+            tenant.as_str(),
+            "session",
+            "old-session",
+        ],
+        vec![
+            "HSET",
+            old_meta,
+            "events",
+            "2",
+            "created_ms",
+            &created,
+            "heartbeat_ms",
+            &created,
+        ],
+        vec![
+            "XADD",
+            old_events,
+            "0-1",
+            "n",
+            "0",
+            "at",
+            &created,
+            "lens",
+            "9,9",
+            "d",
+            "data: a\n\ndata: b\n\n",
+        ],
+        vec!["XADD", old_events, "2-2", "tail", ": bye\n"],
+    ] {
+        redis.cli(&args).unwrap();
+    }
+    let read = store.stream_record("old").await.unwrap().unwrap();
+    assert_eq!(
+        (read.state, read.events, read.session.as_str(), read.tenant),
+        (StreamState::Done, 2, "old-session", tenant)
+    );
+    let stored = store.checkpointed("old").await.unwrap();
+    assert_eq!((stored.events, stored.closed), (2, true));
+    let all = store.read_events("old", 1).await.unwrap();
+    assert_eq!(all.events, [event("b")]);
+    assert_eq!(all.tail, Some(Bytes::from(": bye\n")));
+    assert!(store.stream_record("none").await.unwrap().is_none());
 }

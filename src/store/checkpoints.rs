@@ -87,8 +87,8 @@ pub struct EventBatch {
 }
 
 /// Checkpointed events read back: events from the asked position on, the
-/// trailing bytes after the last event if the stream has ended with some,
-/// and where a live follower continues.
+/// end if it was read (the trailing bytes after the last event, empty when
+/// there are none), and where a live follower continues.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventsRead {
     pub events: Vec<Bytes>,
@@ -97,17 +97,19 @@ pub struct EventsRead {
 }
 
 /// What of a stream is in the store: its events numbered below `events`,
-/// and whether its trailing bytes (the last entry of a closed stream) too.
+/// and whether its end (the final state, with its trailing bytes) too.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Checkpointed {
     pub events: u64,
-    pub tail: bool,
+    pub closed: bool,
 }
 
 /// Where another replica reads what this one streams.
 #[async_trait]
 pub trait CheckpointStore: Send + Sync + 'static {
-    /// Writes a new stream's record and makes it the session's latest stream.
+    /// Writes a new stream's record, whose checkpoints then live for `ttl`,
+    /// and makes it the session's latest stream. Writing it again changes
+    /// nothing (a retry of an opening whose answer was lost).
     async fn open_stream(
         &self,
         record: &StreamRecord,
@@ -115,31 +117,35 @@ pub trait CheckpointStore: Send + Sync + 'static {
         history_ttl: Duration,
     ) -> Result<(), StoreError>;
 
-    /// Appends a batch (one command; the first batch also gives the events
-    /// the record's `ttl`). The batch carries the time it was written, which
-    /// readers take as a heartbeat.
-    async fn append_events(
+    /// Appends a batch (one command). The batch carries the time it was
+    /// written, which readers take as a heartbeat.
+    async fn append_events(&self, id: &str, batch: &EventBatch) -> Result<(), StoreError>;
+
+    /// Refreshes the heartbeat and the event count when no batch did; what
+    /// it writes lives for `ttl`.
+    async fn heartbeat(
         &self,
         id: &str,
-        batch: &EventBatch,
+        heartbeat_ms: u64,
+        events: u64,
         ttl: Duration,
     ) -> Result<(), StoreError>;
-
-    /// Refreshes the heartbeat and the event count (when no batch did).
-    async fn heartbeat(&self, id: &str, heartbeat_ms: u64, events: u64) -> Result<(), StoreError>;
 
     /// True when a cancel was requested for the stream (the owner missed its broadcast).
     async fn cancel_requested(&self, id: &str) -> Result<bool, StoreError>;
 
     /// Writes the last batch (if any, numbered up to `record.events`), the
     /// trailing bytes and the final state, in one round trip where the
-    /// store allows; everything then expires after `retention`.
+    /// store allows; everything then expires after `retention`. `beaten`:
+    /// heartbeats were written, or a cancel request may have been (what
+    /// they wrote expires then too).
     async fn close_stream(
         &self,
         record: &StreamRecord,
         last: Option<&EventBatch>,
         tail: Option<Bytes>,
         retention: Duration,
+        beaten: bool,
     ) -> Result<(), StoreError>;
 
     async fn stream_record(&self, id: &str) -> Result<Option<StreamRecord>, StoreError>;
@@ -189,7 +195,8 @@ pub type ControlRequests = std::pin::Pin<Box<dyn futures_util::Stream<Item = Con
 #[async_trait]
 pub trait Follower: Send {
     /// New events numbered `from` or later after `cursor` (advanced past
-    /// them), the tail if it came, or nothing when `block` passed first. A
+    /// them), the end if it came (as [`EventsRead::tail`]), or nothing when
+    /// `block` passed first. A
     /// resume may start past what was checkpointed, so the first batches it
     /// reads can hold events the client already has.
     async fn next(

@@ -16,9 +16,11 @@ pub enum Key<'a> {
     Messages(&'a Tenant, &'a SessionId),
     /// Hash of a session's info: created, updated, usage, models, streams.
     SessionMeta(&'a Tenant, &'a SessionId),
-    /// Stream (XADD) of a stream's event batches.
+    /// Stream (XADD) of a stream's record and event batches: its opening
+    /// (tenant, session), its batches, its closing (the final state).
     StreamEvents(&'a str),
-    /// Hash of a stream's record: state, tenant, session, heartbeat.
+    /// Hash of what a stream's owner writes while no batch flows (its
+    /// heartbeat) and of a cancel request; absent otherwise.
     StreamMeta(&'a str),
 }
 

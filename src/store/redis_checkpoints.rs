@@ -1,17 +1,32 @@
-//! Stream checkpoints in Redis. A stream's events are appended in batches,
-//! one stream entry (XADD) per batch, with the batch's first event number in
-//! its id (`{first}-1`) so a resume finds its starting batch with one
-//! XREVRANGE. Trailing bytes after the last event (an unterminated line, a
-//! final comment) are one more entry, `{events}-2`. The record beside it is
-//! a hash; both share the `{x:<id>}` hash tag.
+//! Stream checkpoints in Redis, one stream key per stream (`{x:<id>}:events`),
+//! whose entries are numbered by their first event so that a resume finds
+//! its starting batch with one XREVRANGE:
+//!
+//! - `0-1`, the opening: the record (`tenant`, `session`, `created_ms`) as
+//!   an empty batch;
+//! - `{first}-2`, a batch: the first event's number `n`, the time it was
+//!   written `at` (the owner's heartbeat while batches flow), the events'
+//!   lengths `lens` and their bytes end to end `d`;
+//! - the closing, a batch like the others that also holds the final
+//!   `state` and the trailing bytes after the last event (`tail`), if any.
+//!
+//! The record has no key of its own: its opening, its latest entry and its
+//! closing are entries of the stream, so a stream costs its batches plus one
+//! EXPIRE when it opens and one when it closes. The hash `{x:<id>}:meta`
+//! exists only when needed: an owner's heartbeats while no batch flows, and
+//! a cancel request for the owner to find should it miss the broadcast.
+//!
+//! Streams written by replicas built before 2026-12-07 (a record hash with
+//! `state`, `tenant`, `session`; batches `{first}-1`; the tail alone in
+//! `{events}-2`) are read as well.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncCommands, AsyncConnectionConfig};
 
 use super::checkpoints::{
     CheckpointStore, Checkpointed, Control, ControlRequests, EventBatch, EventsRead, Follower,
@@ -24,19 +39,19 @@ use super::{StoreError, now_ms};
 use crate::session::SessionId;
 use crate::tenant::Tenant;
 
-/// Adds one batch's XADD: entry `{first}-1` with the first event's number,
-/// the time it was written (`at`, ms: the owner's heartbeat while batches
-/// flow), the events' lengths and their bytes end to end.
-fn add_batch(pipe: &mut redis::Pipeline, events_key: &str, batch: &EventBatch) {
+/// The XADD of a batch entry, `{first}-2`: the first event's number, the
+/// time it was written (`at`, ms), the events' lengths and their bytes end
+/// to end. The opening and the closing add their fields to it.
+fn batch_entry(events_key: &str, id: &str, batch: &EventBatch) -> redis::Cmd {
     let lens: Vec<String> = batch.events.iter().map(|e| e.len().to_string()).collect();
     let data: Vec<u8> = batch
         .events
         .iter()
         .flat_map(|e| e.iter().copied())
         .collect();
-    pipe.cmd("XADD")
-        .arg(events_key)
-        .arg(format!("{}-1", batch.first))
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(events_key)
+        .arg(id)
         .arg("n")
         .arg(batch.first)
         .arg("at")
@@ -44,9 +59,17 @@ fn add_batch(pipe: &mut redis::Pipeline, events_key: &str, batch: &EventBatch) {
         .arg("lens")
         .arg(lens.join(","))
         .arg("d")
-        .arg(data)
-        .ignore();
+        .arg(data);
+    cmd
 }
+
+/// The id of the batch entry that starts at event `first`.
+fn batch_id(first: u64) -> String {
+    format!("{first}-2")
+}
+
+/// The id of a stream's opening entry.
+const OPENING_ID: &str = "0-1";
 
 /// An XRANGE/XREAD entry: its id and its flat field/value list.
 type Entry = (String, Vec<Vec<u8>>);
@@ -58,6 +81,20 @@ pub const CANCEL_CHANNEL: &str = "tether:cancel";
 /// Where flush requests are broadcast, the same way.
 pub const FLUSH_CHANNEL: &str = "tether:flush";
 
+/// Sets the cancel flag of a stream that exists (an expired one must not
+/// get a key without a TTL), in the hash that expires with its events. The
+/// flag is for the owner's next heartbeat, should it miss the broadcast.
+/// KEYS: the stream's hash, its events.
+const REQUEST_CANCEL: &str = "
+    local ttl = redis.call('PTTL', KEYS[2])
+    if ttl > 0 then
+        redis.call('HSET', KEYS[1], 'cancel', '1')
+        if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+        return 1
+    end
+    if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], 'cancel', '1') end
+    return 0";
+
 #[async_trait]
 impl CheckpointStore for RedisStore {
     async fn open_stream(
@@ -67,25 +104,25 @@ impl CheckpointStore for RedisStore {
         history_ttl: Duration,
     ) -> Result<(), StoreError> {
         self.learn_version().await;
-        let meta = Key::StreamMeta(&record.id).to_redis();
+        let events_key = Key::StreamEvents(&record.id).to_redis();
+        let opening = EventBatch {
+            first: 0,
+            events: Vec::new(),
+        };
+        let mut entry = batch_entry(&events_key, OPENING_ID, &opening);
+        entry
+            .arg("tenant")
+            .arg(record.tenant.as_str())
+            .arg("session")
+            .arg(&record.session)
+            .arg("created_ms")
+            .arg(record.created_ms);
         let mut pipe = redis::pipe();
-        pipe.hset_multiple(
-            &meta,
-            &[
-                ("state", record.state.as_str().to_string()),
-                ("tenant", record.tenant.to_string()),
-                ("session", record.session.clone()),
-                ("events", record.events.to_string()),
-                ("created_ms", record.created_ms.to_string()),
-                ("heartbeat_ms", record.heartbeat_ms.to_string()),
-            ],
-        )
-        .ignore()
-        .expire(&meta, ttl.as_secs() as i64)
-        .ignore();
+        pipe.add_command(entry)
+            .expire(&events_key, ttl.as_secs() as i64);
         let mut conn = self.conn.clone();
         let Ok(session) = SessionId::parse(&record.session) else {
-            return self.timed(pipe.query_async::<()>(&mut conn)).await;
+            return self.query_opening(&pipe, &mut conn).await;
         };
         // The session is listed from its stream's start: a console sees a
         // conversation while its first answer streams, and the admin token
@@ -98,7 +135,7 @@ impl CheckpointStore for RedisStore {
         if self.is_cluster() {
             // The session's and the indexes' slots may be other nodes':
             // a round trip each. Elsewhere one round trip does it all.
-            self.timed(pipe.query_async::<()>(&mut conn)).await?;
+            self.query_opening(&pipe, &mut conn).await?;
             pipe = redis::pipe();
         }
         pipe.cmd("HSET")
@@ -119,7 +156,7 @@ impl CheckpointStore for RedisStore {
             if !listed {
                 self.add_session_to_indexes(&mut pipe, &record.tenant, &session, at);
             }
-            self.timed(pipe.query_async::<()>(&mut conn)).await?;
+            self.query_opening(&pipe, &mut conn).await?;
         }
         if !listed {
             self.note_listed(&record.tenant, &session);
@@ -127,30 +164,30 @@ impl CheckpointStore for RedisStore {
         Ok(())
     }
 
-    async fn append_events(
-        &self,
-        id: &str,
-        batch: &EventBatch,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
+    async fn append_events(&self, id: &str, batch: &EventBatch) -> Result<(), StoreError> {
         let events_key = Key::StreamEvents(id).to_redis();
-        let mut pipe = redis::pipe();
-        add_batch(&mut pipe, &events_key, batch);
-        if batch.first == 0 {
-            // Until the stream closes, its events live as long as its record.
-            pipe.expire(&events_key, ttl.as_secs() as i64).ignore();
-        }
         let mut conn = self.conn.clone();
-        self.timed(pipe.query_async::<()>(&mut conn)).await
+        self.timed(
+            batch_entry(&events_key, &batch_id(batch.first), batch).query_async::<()>(&mut conn),
+        )
+        .await
     }
 
-    async fn heartbeat(&self, id: &str, heartbeat_ms: u64, events: u64) -> Result<(), StoreError> {
+    async fn heartbeat(
+        &self,
+        id: &str,
+        heartbeat_ms: u64,
+        events: u64,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let meta = Key::StreamMeta(id).to_redis();
+        let mut pipe = redis::pipe();
+        pipe.hset_multiple(&meta, &[("heartbeat_ms", heartbeat_ms), ("events", events)])
+            .ignore()
+            .expire(&meta, ttl.as_secs() as i64)
+            .ignore();
         let mut conn = self.conn.clone();
-        self.timed(conn.hset_multiple::<_, _, _, ()>(
-            Key::StreamMeta(id).to_redis(),
-            &[("heartbeat_ms", heartbeat_ms), ("events", events)],
-        ))
-        .await
+        self.timed(pipe.query_async::<()>(&mut conn)).await
     }
 
     async fn cancel_requested(&self, id: &str) -> Result<bool, StoreError> {
@@ -172,85 +209,108 @@ impl CheckpointStore for RedisStore {
         last: Option<&EventBatch>,
         tail: Option<Bytes>,
         retention: Duration,
+        beaten: bool,
     ) -> Result<(), StoreError> {
         let events_key = Key::StreamEvents(&record.id).to_redis();
-        let meta = Key::StreamMeta(&record.id).to_redis();
         let retention = retention.as_secs().max(1) as i64;
-        let mut pipe = redis::pipe();
-        if let Some(batch) = last {
-            add_batch(&mut pipe, &events_key, batch);
-        }
+        let nothing_left = EventBatch {
+            first: record.events,
+            events: Vec::new(),
+        };
+        let last = last.unwrap_or(&nothing_left);
+        let mut closing = batch_entry(&events_key, &batch_id(last.first), last);
+        closing.arg("state").arg(record.state.as_str());
         if let Some(tail) = tail {
-            pipe.cmd("XADD")
-                .arg(&events_key)
-                .arg(format!("{}-2", record.events))
-                .arg("tail")
-                .arg(tail.as_ref())
+            closing.arg("tail").arg(tail.as_ref());
+        }
+        let mut pipe = redis::pipe();
+        pipe.add_command(closing)
+            .ignore()
+            .expire(&events_key, retention)
+            .ignore();
+        if beaten {
+            pipe.expire(Key::StreamMeta(&record.id).to_redis(), retention)
                 .ignore();
         }
-        pipe.hset_multiple(
-            &meta,
-            &[
-                ("state", record.state.as_str().to_string()),
-                ("events", record.events.to_string()),
-                ("heartbeat_ms", record.heartbeat_ms.to_string()),
-            ],
-        )
-        .ignore()
-        .expire(&meta, retention)
-        .ignore()
-        .expire(&events_key, retention)
-        .ignore();
         let mut conn = self.conn.clone();
         self.timed(pipe.query_async::<()>(&mut conn)).await
     }
 
     async fn stream_record(&self, id: &str) -> Result<Option<StreamRecord>, StoreError> {
         let meta = Key::StreamMeta(id).to_redis();
+        let events_key = Key::StreamEvents(id).to_redis();
         let mut pipe = redis::pipe();
         pipe.hgetall(&meta)
+            .cmd("XRANGE")
+            .arg(&events_key)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
             .cmd("XREVRANGE")
-            .arg(Key::StreamEvents(id).to_redis())
+            .arg(&events_key)
             .arg("+")
             .arg("-")
             .arg("COUNT")
             .arg(1);
         let mut conn = self.conn.clone();
-        let (fields, last): (HashMap<String, String>, Vec<Entry>) =
+        let (fields, first, last): (HashMap<String, String>, Vec<Entry>, Vec<Entry>) =
             self.timed(pipe.query_async(&mut conn)).await?;
-        if fields.is_empty() {
-            return Ok(None);
-        }
-        // The record's count is refreshed with the heartbeat; the last
-        // batch tells the count as of now.
-        let mut checkpointed = Vec::new();
-        if let Some(entry) = last.first() {
-            let mut ignored_tail = None;
-            absorb(entry, 0, &mut checkpointed, &mut ignored_tail)?;
-        }
-        let last_batch_end = last
-            .first()
-            .and_then(|(_, flat)| batch_first(flat))
-            .map_or(0, |first| first + checkpointed.len() as u64);
+        let corrupt = |what: &str| StoreError::Corrupt(format!("{events_key}: {what}"));
+        let text = |flat: &[Vec<u8>], name: &[u8]| {
+            field(flat, name).and_then(|v| String::from_utf8(v.to_vec()).ok())
+        };
         let number = |k: &str| fields.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
-        let corrupt = |what: &str| StoreError::Corrupt(format!("{meta}: {what}"));
+        // The opening entry holds the record; a stream written before
+        // 2026-12-07 has it in the hash.
+        let opening = first.first().map(|(_, flat)| flat.as_slice());
+        let (tenant, session, created_ms, mut state) =
+            match opening.filter(|flat| field(flat, b"tenant").is_some()) {
+                Some(flat) => (
+                    text(flat, b"tenant"),
+                    text(flat, b"session").unwrap_or_default(),
+                    number_field(flat, b"created_ms").unwrap_or(0),
+                    StreamState::Active,
+                ),
+                None if fields.contains_key("tenant") => (
+                    fields.get("tenant").cloned(),
+                    fields.get("session").cloned().unwrap_or_default(),
+                    number("created_ms"),
+                    fields
+                        .get("state")
+                        .and_then(|s| StreamState::parse(s))
+                        .ok_or_else(|| corrupt("state"))?,
+                ),
+                None => return Ok(None),
+            };
+        let tenant = tenant
+            .as_deref()
+            .and_then(Tenant::parse)
+            .ok_or_else(|| corrupt("tenant"))?;
+        // The latest entry tells the count, the heartbeat and, once
+        // written, the end; heartbeats written while no batch flowed are in
+        // the hash.
+        let mut events = number("events");
+        let mut heartbeat_ms = number("heartbeat_ms");
+        if let Some(entry @ (_, flat)) = last.first() {
+            let stored = entry_end(entry)?;
+            events = events.max(stored.events);
+            heartbeat_ms = heartbeat_ms.max(number_field(flat, b"at").unwrap_or(0));
+            if let Some(closed) = field(flat, b"state") {
+                state = std::str::from_utf8(closed)
+                    .ok()
+                    .and_then(StreamState::parse)
+                    .ok_or_else(|| corrupt("state"))?;
+            }
+        }
         Ok(Some(StreamRecord {
             id: id.to_owned(),
-            tenant: fields
-                .get("tenant")
-                .and_then(|t| Tenant::parse(t))
-                .ok_or_else(|| corrupt("tenant"))?,
-            session: fields.get("session").cloned().unwrap_or_default(),
-            state: fields
-                .get("state")
-                .and_then(|s| StreamState::parse(s))
-                .ok_or_else(|| corrupt("state"))?,
-            events: number("events").max(last_batch_end),
-            created_ms: number("created_ms"),
-            heartbeat_ms: number("heartbeat_ms").max(
-                last.first()
-                    .map_or(0, |(_, flat)| number_field(flat, b"at").unwrap_or(0)),
-            ),
+            tenant,
+            session,
+            state,
+            events,
+            created_ms,
+            heartbeat_ms,
         }))
     }
 
@@ -267,34 +327,22 @@ impl CheckpointStore for RedisStore {
                     .query_async(&mut conn),
             )
             .await?;
-        let Some(entry) = top.first() else {
-            return Ok(Checkpointed::default());
-        };
-        if let Some(first) = batch_first(&entry.1) {
-            let mut events = Vec::new();
-            absorb(entry, 0, &mut events, &mut None)?;
-            return Ok(Checkpointed {
-                events: first + events.len() as u64,
-                tail: false,
-            });
+        match top.first() {
+            Some(entry) => entry_end(entry),
+            None => Ok(Checkpointed::default()),
         }
-        // The tail, `{events}-2`, is the last entry of a closed stream.
-        let events = entry
-            .0
-            .split_once('-')
-            .and_then(|(n, _)| n.parse().ok())
-            .ok_or_else(|| StoreError::Corrupt(format!("stream entry {}", entry.0)))?;
-        Ok(Checkpointed { events, tail: true })
     }
 
     async fn read_events(&self, id: &str, from: u64) -> Result<EventsRead, StoreError> {
         let key = Key::StreamEvents(id).to_redis();
         let mut conn = self.conn.clone();
+        // The last entry that starts at `from` or before holds event `from`
+        // (an id without its sequence number ends a range at its largest).
         let start: Vec<Entry> = self
             .timed(
                 redis::cmd("XREVRANGE")
                     .arg(&key)
-                    .arg(format!("{from}-1"))
+                    .arg(from)
                     .arg("-")
                     .arg("COUNT")
                     .arg(1)
@@ -345,16 +393,15 @@ impl CheckpointStore for RedisStore {
     }
 
     async fn request_cancel(&self, id: &str) -> Result<(), StoreError> {
-        let meta = Key::StreamMeta(id).to_redis();
         let mut conn = self.conn.clone();
-        // "Set if the record exists": a cancel for an expired stream must
-        // not create a record without a TTL. The flag is for the owner's
-        // next heartbeat, should it miss the broadcast below.
-        let script = redis::Script::new(
-            "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], 'cancel', '1') end return 0",
-        );
-        self.timed(script.key(&meta).invoke_async::<()>(&mut conn))
-            .await?;
+        let script = redis::Script::new(REQUEST_CANCEL);
+        self.timed(
+            script
+                .key(Key::StreamMeta(id).to_redis())
+                .key(Key::StreamEvents(id).to_redis())
+                .invoke_async::<()>(&mut conn),
+        )
+        .await?;
         self.timed(
             redis::cmd("PUBLISH")
                 .arg(CANCEL_CHANNEL)
@@ -433,42 +480,87 @@ impl CheckpointStore for RedisStore {
     }
 }
 
-/// The first event number of a batch entry (`None` for the tail entry).
-fn batch_first(flat: &[Vec<u8>]) -> Option<u64> {
-    number_field(flat, b"n")
+impl RedisStore {
+    /// Sends a pipeline whose first command writes a stream's opening
+    /// entry: an opening that is there already (a retry whose first try
+    /// landed, its answer lost) is no error.
+    async fn query_opening(
+        &self,
+        pipe: &redis::Pipeline,
+        conn: &mut super::redis_conn::RedisConn,
+    ) -> Result<(), StoreError> {
+        match self.timed(pipe.query_async::<()>(conn)).await {
+            Err(StoreError::Redis(e)) if only_the_opening_was_there(&e) => Ok(()),
+            other => other,
+        }
+    }
+}
+
+/// True when the one command of a pipeline that failed is its first, the
+/// opening, refused because its entry is there already.
+fn only_the_opening_was_there(error: &redis::RedisError) -> bool {
+    let Some(failed) = error.clone().into_server_errors() else {
+        return false;
+    };
+    matches!(&failed[..], [(0, e)] if e.details().is_some_and(|d| d.contains("equal or smaller")))
+}
+
+/// A field of an entry.
+fn field<'a>(flat: &'a [Vec<u8>], name: &[u8]) -> Option<&'a [u8]> {
+    let value = flat.chunks(2).find(|kv| kv[0] == name)?.get(1)?;
+    Some(value)
 }
 
 /// A numeric field of an entry.
 fn number_field(flat: &[Vec<u8>], name: &[u8]) -> Option<u64> {
-    let value = flat.chunks(2).find(|kv| kv[0] == name)?.get(1)?;
-    std::str::from_utf8(value).ok()?.parse().ok()
+    std::str::from_utf8(field(flat, name)?).ok()?.parse().ok()
 }
 
-/// Adds an entry's events numbered `from` or later (and its tail) to the output.
+/// How far the checkpoints got, as the latest entry tells.
+fn entry_end(entry: &Entry) -> Result<Checkpointed, StoreError> {
+    let (id, flat) = entry;
+    let corrupt = || StoreError::Corrupt(format!("stream entry {id}"));
+    let Some(first) = number_field(flat, b"n") else {
+        // A tail alone, `{events}-2`: the last entry of a stream closed
+        // before 2026-12-07.
+        let events = id
+            .split_once('-')
+            .and_then(|(n, _)| n.parse().ok())
+            .ok_or_else(corrupt)?;
+        return Ok(Checkpointed {
+            events,
+            closed: true,
+        });
+    };
+    let lens = field(flat, b"lens").ok_or_else(corrupt)?;
+    let count = lens.split(|&b| b == b',').filter(|l| !l.is_empty()).count();
+    Ok(Checkpointed {
+        events: first + count as u64,
+        closed: field(flat, b"state").is_some(),
+    })
+}
+
+/// Adds an entry's events numbered `from` or later to `events`, and sets
+/// `end` when the entry is the stream's closing (to its trailing bytes,
+/// empty when it has none).
 fn absorb(
     entry: &Entry,
     from: u64,
     events: &mut Vec<Bytes>,
-    tail: &mut Option<Bytes>,
+    end: &mut Option<Bytes>,
 ) -> Result<(), StoreError> {
     let (id, flat) = entry;
-    let field = |name: &[u8]| {
-        flat.chunks(2)
-            .find(|kv| kv[0] == name)
-            .and_then(|kv| kv.get(1))
-    };
-    if let Some(bytes) = field(b"tail") {
-        *tail = Some(Bytes::copy_from_slice(bytes));
-        return Ok(());
-    }
+    let tail = field(flat, b"tail").map(Bytes::copy_from_slice);
     let corrupt = || StoreError::Corrupt(format!("stream entry {id}"));
-    let first: u64 = field(b"n")
-        .and_then(|n| std::str::from_utf8(n).ok()?.parse().ok())
-        .ok_or_else(corrupt)?;
-    let lens = field(b"lens")
+    let Some(first) = number_field(flat, b"n") else {
+        // The tail alone, as written before 2026-12-07.
+        *end = Some(tail.ok_or_else(corrupt)?);
+        return Ok(());
+    };
+    let lens = field(flat, b"lens")
         .and_then(|l| std::str::from_utf8(l).ok())
         .ok_or_else(corrupt)?;
-    let data = Bytes::copy_from_slice(field(b"d").ok_or_else(corrupt)?);
+    let data = Bytes::copy_from_slice(field(flat, b"d").ok_or_else(corrupt)?);
     let mut offset = 0;
     for (i, len) in lens.split(',').filter(|l| !l.is_empty()).enumerate() {
         let len: usize = len.parse().map_err(|_| corrupt())?;
@@ -477,6 +569,9 @@ fn absorb(
             events.push(data.slice_ref(event));
         }
         offset += len;
+    }
+    if field(flat, b"state").is_some() {
+        *end = Some(tail.unwrap_or_default());
     }
     Ok(())
 }

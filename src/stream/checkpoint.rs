@@ -74,7 +74,7 @@ pub async fn run(
         opened: false,
         failing: false,
         resync: false,
-        tail_written: false,
+        beaten: false,
         store,
         hub,
         settings,
@@ -145,8 +145,8 @@ struct Writer {
     /// A write failed: what it was writing may have landed anyway, so the
     /// next round asks the store how far the checkpoints got.
     resync: bool,
-    /// The trailing bytes are stored (found by a resync).
-    tail_written: bool,
+    /// Heartbeats were written (they expire with the stream's end).
+    beaten: bool,
     control: Arc<ControlLink>,
     /// Cancel requests broadcast since this mark have all been heard if the
     /// link has not broken since.
@@ -171,9 +171,12 @@ impl Writer {
         }
         if self.resync {
             let stored = self.store.checkpointed(&self.hub.id).await?;
-            self.record.events = stored.events;
-            self.tail_written = stored.tail;
             self.resync = false;
+            if stored.closed {
+                // The end landed, its answer lost.
+                return Ok(true);
+            }
+            self.record.events = stored.events;
         }
         let snapshot = self.hub.snapshot(self.record.events as usize);
         let closing = ended && snapshot.state.is_final();
@@ -188,9 +191,7 @@ impl Writer {
                 first: self.record.events,
                 events: chunk.to_vec(),
             };
-            self.store
-                .append_events(&self.hub.id, &batch, self.settings.active_ttl)
-                .await?;
+            self.store.append_events(&self.hub.id, &batch).await?;
             self.record.events += chunk.len() as u64;
             self.metrics.checkpointed_events.inc_by(chunk.len() as u64);
             self.batch_since_beat = true;
@@ -205,9 +206,17 @@ impl Writer {
             record.state = snapshot.state;
             record.heartbeat_ms = now_ms();
             record.events += added;
-            let tail = snapshot.tail.filter(|_| !self.tail_written);
+            // A cancel sent through another replica left its flag beside
+            // the heartbeats.
+            let beaten = self.beaten || record.state == StreamState::Cancelled;
             self.store
-                .close_stream(&record, last.as_ref(), tail, self.settings.retention)
+                .close_stream(
+                    &record,
+                    last.as_ref(),
+                    snapshot.tail,
+                    self.settings.retention,
+                    beaten,
+                )
                 .await?;
             self.metrics.checkpointed_events.inc_by(added);
             self.record = record;
@@ -220,8 +229,15 @@ impl Writer {
             let mark = self.control.mark();
             let poll = !self.control.unbroken_since(self.control_mark);
             if beat {
+                // Set first: a beat whose answer was lost may have landed.
+                self.beaten = true;
                 self.store
-                    .heartbeat(&self.hub.id, now_ms(), self.record.events)
+                    .heartbeat(
+                        &self.hub.id,
+                        now_ms(),
+                        self.record.events,
+                        self.settings.active_ttl,
+                    )
                     .await?;
             }
             if poll {

@@ -64,7 +64,7 @@ impl Outbox {
     }
 
     fn end(&mut self, tail: Option<Bytes>) {
-        self.queue.extend(tail);
+        self.queue.extend(tail.filter(|t| !t.is_empty()));
         self.done = true;
     }
 }
