@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use serde::Serialize;
 
-use super::assemble::HistoryMessage;
+use super::assemble::{HistoryMessage, Usage};
 use super::{Message, Reply, Role, TurnRequest};
 use crate::store::{StoredMessage, Turn, UsageTotals};
 
@@ -58,13 +58,13 @@ pub fn build(
     messages.extend(always.into_iter().map(|m| m.stamp(&model_json, &timestamp)));
     let mut usage = UsageTotals::default();
     if let Some(reply) = reply {
-        usage = usage_totals(reply.usage.as_ref());
+        usage = reply.usage.as_ref().map(Usage::totals).unwrap_or_default();
         let stored = StoredReply {
             message: reply.history_message(),
             model: model.as_deref(),
             timestamp: &timestamp,
             finish_reason: reply.finish_reason(),
-            usage: reply.usage.as_ref().filter(|u| !u.is_null()),
+            usage: reply.usage.as_ref(),
             error: reply.error.as_ref().filter(|e| !e.is_null()),
             stream_id: context.stream_id.as_deref(),
             api: reply.api.as_str(),
@@ -97,7 +97,7 @@ struct StoredReply<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     finish_reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<&'a Value>,
+    usage: Option<&'a Usage>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -122,43 +122,6 @@ fn split(system: Vec<Message>, mut messages: Vec<Message>) -> (Vec<Message>, Vec
         .chain(messages.into_iter().filter(|m| m.role().instructs()))
         .collect();
     (if_new, always)
-}
-
-/// Token counts from a provider's own usage object, whatever it calls them:
-/// `prompt_tokens`/`completion_tokens` (Chat), `input_tokens`/`output_tokens`
-/// (Responses, Anthropic), `promptTokenCount`/`candidatesTokenCount` (Gemini).
-/// Each count is taken from the first of its names, in that order, that
-/// holds a whole number. The object's members are walked once rather than
-/// looked up by each name: a lookup hashes the name (SipHash), and six of
-/// them were 950 instructions a turn.
-pub fn usage_totals(usage: Option<&Value>) -> UsageTotals {
-    const NAMES: [&[&str]; 3] = [
-        &["prompt_tokens", "input_tokens", "promptTokenCount"],
-        &["completion_tokens", "output_tokens", "candidatesTokenCount"],
-        &["total_tokens", "totalTokenCount"],
-    ];
-    let Some(Value::Object(usage)) = usage else {
-        return UsageTotals::default();
-    };
-    // By count, then by the rank of the name it was found under.
-    let mut found = [[None; 3]; 3];
-    for (name, value) in usage {
-        let Some(number) = value.as_u64() else {
-            continue;
-        };
-        for (count, names) in NAMES.iter().enumerate() {
-            if let Some(rank) = names.iter().position(|n| n == name) {
-                found[count][rank] = Some(number);
-            }
-        }
-    }
-    let [prompt, completion, total] = found.map(|ranks| ranks.into_iter().flatten().next());
-    let (prompt, completion) = (prompt.unwrap_or(0), completion.unwrap_or(0));
-    UsageTotals {
-        prompt_tokens: prompt,
-        completion_tokens: completion,
-        total_tokens: total.unwrap_or(prompt + completion),
-    }
 }
 
 #[cfg(test)]
@@ -280,39 +243,5 @@ mod tests {
         );
         assert_eq!(turn.usage.total_tokens, 4);
         assert_eq!(turn.model.as_deref(), Some("gpt-4o-2024"));
-    }
-
-    #[test]
-    fn usage_is_normalised_across_providers() {
-        let chat = json!({"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7});
-        let anthropic = json!({"input_tokens": 3, "output_tokens": 4});
-        let gemini =
-            json!({"promptTokenCount": 3, "candidatesTokenCount": 4, "totalTokenCount": 7});
-        for usage in [chat, anthropic, gemini] {
-            assert_eq!(
-                usage_totals(Some(&usage)),
-                UsageTotals {
-                    prompt_tokens: 3,
-                    completion_tokens: 4,
-                    total_tokens: 7
-                },
-                "{usage}"
-            );
-        }
-        assert_eq!(usage_totals(None), UsageTotals::default());
-    }
-
-    #[test]
-    fn usage_takes_each_count_from_its_first_name_that_holds_a_number() {
-        let both = json!({"input_tokens": 3, "prompt_tokens": 5, "output_tokens": 2});
-        let skipped = json!({"prompt_tokens": "5", "input_tokens": 3, "total_tokens": -1});
-        let totals = |prompt, completion, total| UsageTotals {
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-            total_tokens: total,
-        };
-        assert_eq!(usage_totals(Some(&both)), totals(5, 2, 7));
-        assert_eq!(usage_totals(Some(&skipped)), totals(3, 0, 3));
-        assert_eq!(usage_totals(Some(&json!([1, 2]))), totals(0, 0, 0));
     }
 }

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::chat::none_if_empty;
 use super::reply::{Choice, Reply, ToolCall};
-use super::{Api, Payload, error_of, pyjson, str_field, string_of};
+use super::{Api, Payload, Usage, error_of, pyjson, str_field, string_of};
 
 #[derive(Debug, Default)]
 pub(super) struct AnthropicFold {
@@ -164,7 +164,8 @@ impl AnthropicFold {
             .stop_sequence
             .filter(|s| !s.is_null())
             .map(|s| string_of(&s));
-        reply.usage = (!self.usage.is_empty()).then_some(Value::Object(self.usage));
+        reply.usage =
+            (!self.usage.is_empty()).then(|| Usage::from_value(&Value::Object(self.usage)));
         reply.error = self.error;
         reply.blocks = blocks;
         reply.pings = self.pings;
@@ -221,7 +222,7 @@ mod tests {
             "input key order kept"
         );
         assert_eq!(
-            reply.usage,
+            reply.usage.map(|u| u.to_value()),
             Some(json!({"input_tokens": 3, "output_tokens": 4}))
         );
         assert_eq!(reply.blocks.len(), 2);

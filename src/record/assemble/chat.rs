@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::chunk::{ChoiceView, ChunkText, DeltaText, DeltaView};
 use super::reply::{Choice, Reply};
 use super::tool_calls::ToolCalls;
-use super::{Api, Payload, error_of, string_of};
+use super::{Api, Payload, Usage, error_of, string_of};
 use crate::record::json_text;
 
 /// One choice being assembled.
@@ -33,7 +33,7 @@ pub(super) struct ChatFold {
     choices: BTreeMap<u64, Box<ChoiceState>>,
     id: Option<String>,
     model: Option<String>,
-    usage: Option<Value>,
+    usage: Option<Usage>,
     error: Option<Value>,
 }
 
@@ -106,8 +106,11 @@ impl ChatFold {
             self.error = Some(*error);
         }
         self.take_usage(
-            chunk.usage.map(|u| *u),
-            chunk.x_groq.and_then(|x| x.usage).map(|u| *u),
+            chunk.usage.map(|u| Usage::from_raw(u.0)),
+            chunk
+                .x_groq
+                .and_then(|x| x.usage)
+                .map(|u| Usage::from_raw(u.0)),
         );
         let text_mode = self.api == Api::Completions;
         for (position, choice) in chunk.choices.iter().flatten().enumerate() {
@@ -136,8 +139,9 @@ impl ChatFold {
         if let Some(error) = obj.get("error").filter(|e| !e.is_null()) {
             self.error = Some(error.clone());
         }
+        let usage = |value: Option<&Value>| value.filter(|u| !u.is_null()).map(Usage::from_value);
         let groq = obj.get("x_groq").and_then(|x| x.get("usage"));
-        self.take_usage(obj.get("usage").cloned(), groq.cloned());
+        self.take_usage(usage(obj.get("usage")), usage(groq));
         let Some(Value::Array(choices)) = obj.get("choices") else {
             return;
         };
@@ -168,13 +172,13 @@ impl ChatFold {
 
     /// The last non-null `usage`; Groq's `x_groq.usage` only when no
     /// top-level usage came before.
-    /// Takes the values: a strict-read chunk's move in, a map's are cloned.
-    fn take_usage(&mut self, usage: Option<Value>, groq: Option<Value>) {
-        if let Some(usage) = usage.filter(|u| !u.is_null()) {
+    /// (Null usages are left out by the callers.)
+    fn take_usage(&mut self, usage: Option<Usage>, groq: Option<Usage>) {
+        if let Some(usage) = usage {
             self.usage = Some(usage);
             return;
         }
-        if let (Some(usage), None) = (groq.filter(|u| !u.is_null()), &self.usage) {
+        if let (Some(usage), None) = (groq, &self.usage) {
             self.usage = Some(usage);
         }
     }
@@ -377,7 +381,10 @@ mod tests {
             json!({"id": "b", "choices": [{"index": 0, "delta": {}, "finish_reason": null}], "usage": null}),
         ]);
         assert_eq!(reply.finish_reason(), Some("length"));
-        assert_eq!(reply.usage, Some(json!({"total_tokens": 1})));
+        assert_eq!(
+            reply.usage.map(|u| u.to_value()),
+            Some(json!({"total_tokens": 1}))
+        );
         assert_eq!(reply.id.as_deref(), Some("a"));
     }
 

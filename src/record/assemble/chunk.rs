@@ -7,6 +7,7 @@
 //! check on every event of the recorded streams.
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::record::json_text::{MaybeStr, MaybeU64};
@@ -26,19 +27,33 @@ pub(super) struct ChunkText<'a> {
     pub(super) model: MaybeStr<'a>,
     #[serde(default)]
     pub(super) error: Option<Box<Value>>,
-    #[serde(default)]
-    pub(super) usage: Option<Box<Value>>,
-    #[serde(default)]
-    pub(super) x_groq: Option<Box<GroqText>>,
+    #[serde(borrow, default)]
+    pub(super) usage: Option<RawJson<'a>>,
+    #[serde(borrow, default)]
+    pub(super) x_groq: Option<Box<GroqText<'a>>>,
     #[serde(borrow, default)]
     pub(super) choices: Option<Vec<ChoiceText<'a>>>,
 }
 
 #[derive(Default, Deserialize)]
 #[cfg_attr(test, derive(Debug, PartialEq))]
-pub(super) struct GroqText {
-    #[serde(default)]
-    pub(super) usage: Option<Box<Value>>,
+pub(super) struct GroqText<'a> {
+    #[serde(borrow, default)]
+    pub(super) usage: Option<RawJson<'a>>,
+}
+
+/// A member kept as its JSON text: a usage object, which history stores as
+/// it came and reads three counts from ([`Usage`](super::Usage)).
+#[derive(Clone, Copy, Deserialize)]
+#[cfg_attr(test, derive(Debug))]
+#[serde(transparent)]
+pub(super) struct RawJson<'a>(#[serde(borrow)] pub(super) &'a RawValue);
+
+#[cfg(test)]
+impl PartialEq for RawJson<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
 }
 
 #[derive(Default, Deserialize)]

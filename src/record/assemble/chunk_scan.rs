@@ -72,7 +72,7 @@ impl<'a> Scan<'a> {
                 "id" => chunk.id = seen.once(0, || scan.maybe_str())?,
                 "model" => chunk.model = seen.once(1, || scan.maybe_str())?,
                 "error" => chunk.error = seen.once(2, || scan.boxed_value())?,
-                "usage" => chunk.usage = seen.once(3, || scan.boxed_value())?,
+                "usage" => chunk.usage = seen.once(3, || scan.by_serde())?,
                 "x_groq" => chunk.x_groq = seen.once(4, || scan.by_serde())?,
                 "choices" => chunk.choices = seen.once(5, || scan.choices())?,
                 _ => scan.skip()?,

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::chat::none_if_empty;
 use super::reply::{Choice, Reply, ToolCall};
-use super::{Api, Payload, pyjson, str_field, string_of, truthy};
+use super::{Api, Payload, Usage, pyjson, str_field, string_of, truthy};
 
 #[derive(Debug, Default)]
 pub(super) struct GeminiFold {
@@ -90,7 +90,7 @@ impl GeminiFold {
         let mut reply = Reply::new(Api::Gemini);
         reply.id = self.id;
         reply.model = self.model;
-        reply.usage = self.usage;
+        reply.usage = self.usage.as_ref().map(Usage::from_value);
         reply.choices.push(Choice {
             content: none_if_empty(self.text),
             reasoning: none_if_empty(self.thoughts),

@@ -15,11 +15,13 @@ mod pyjson;
 mod reply;
 mod responses;
 mod tool_calls;
+mod usage;
 
 #[cfg(test)]
 mod fixture_tests;
 
 pub use reply::{Checks, Choice, HistoryMessage, Reply, SseStats, ToolCall};
+pub use usage::Usage;
 
 use serde_json::{Map, Value};
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value, json};
 
-use super::Api;
+use super::{Api, Usage};
 
 /// One assembled assistant message: the only choice, or one of several when a
 /// Chat Completions request asked for `n > 1`.
@@ -69,7 +69,7 @@ pub struct Reply {
     /// failed before its first chunk) or several; the others always have one.
     pub choices: Vec<Choice>,
     /// The provider's own usage object, unnormalized.
-    pub usage: Option<Value>,
+    pub usage: Option<Usage>,
     /// An error reported inside a successful response.
     pub error: Option<Value>,
     /// Anthropic: the stop sequence that ended the message.

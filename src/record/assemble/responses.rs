@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::chat::none_if_empty;
 use super::reply::{Checks, Choice, Reply, ToolCall};
-use super::{Api, Payload, str_field, string_of, truthy};
+use super::{Api, Payload, Usage, str_field, string_of, truthy};
 
 /// One output item as assembled from its deltas.
 #[derive(Debug, Default)]
@@ -164,7 +164,7 @@ impl ResponsesFold {
         reply.usage = last
             .get("usage")
             .filter(|u| terminal && !u.is_null())
-            .cloned();
+            .map(Usage::from_value);
         reply.error = match last.get("error") {
             Some(error) if terminal && truthy(error) => Some(error.clone()),
             _ => self.error,
