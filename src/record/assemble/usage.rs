@@ -21,9 +21,20 @@ use crate::store::UsageTotals;
 pub struct Usage(Box<RawValue>);
 
 impl Usage {
-    /// The usage as it was in the provider's text.
+    /// The usage as it was in the provider's text, without the whitespace
+    /// between its tokens (as history keeps a request's messages).
     pub fn from_raw(raw: &RawValue) -> Usage {
-        Usage(raw.to_owned())
+        let text = raw.get().as_bytes();
+        if !text
+            .iter()
+            .any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            return Usage(raw.to_owned());
+        }
+        let mut compact = Vec::with_capacity(text.len());
+        crate::record::json_text::compact_into(text, &mut compact);
+        let compact = String::from_utf8(compact).expect("compacting keeps UTF-8");
+        Usage(RawValue::from_string(compact).expect("compacted JSON is JSON"))
     }
 
     /// The usage of a reply read as a `Value` (the APIs other than Chat
@@ -275,13 +286,18 @@ mod tests {
     }
 
     #[test]
-    fn the_text_is_kept_as_the_provider_wrote_it() {
-        let text = r#"{ "prompt_tokens":3,"completion_tokens" : 4,"prompt_tokens_details":{"cached_tokens":0}}"#;
+    fn the_text_is_kept_as_the_provider_wrote_it_without_whitespace() {
+        let text = r#"{"prompt_tokens":3,"completion_tokens":4,"prompt_tokens_details":{"cached_tokens":0}}"#;
         let raw: &RawValue = serde_json::from_str(text).unwrap();
         let kept = Usage::from_raw(raw);
         assert_eq!(kept.text(), text);
         assert_eq!(serde_json::to_string(&kept).unwrap(), text);
         assert_eq!(kept.totals(), totals(3, 4, 7));
+        let spaced = "{ \"prompt_tokens\" :3,\n \"note\": \"a b\",\"x\":1.50}";
+        let raw: &RawValue = serde_json::from_str(spaced).unwrap();
+        let kept = Usage::from_raw(raw);
+        assert_eq!(kept.text(), r#"{"prompt_tokens":3,"note":"a b","x":1.50}"#);
+        assert_eq!(kept.totals(), totals(3, 0, 3));
         // A name given twice counts with its last value, as in a map.
         let twice =
             r#"{"prompt_tokens":3,"prompt_tokens":"x","input_tokens":2,"\u0069nput_tokens":5}"#;
