@@ -21,6 +21,7 @@
 //! `{events}-2`) are read as well.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -41,26 +42,55 @@ use crate::tenant::Tenant;
 
 /// The XADD of a batch entry, `{first}-2`: the first event's number, the
 /// time it was written (`at`, ms), the events' lengths and their bytes end
-/// to end. The opening and the closing add their fields to it.
+/// to end. The opening and the closing add their fields to it. The events
+/// are written straight into the command's buffer, sized for them once:
+/// gathered into a vector of their own first, a byte at a time, they cost
+/// 2,500 instructions a streamed chunk (`bench/callgrind.sh stream`).
 fn batch_entry(events_key: &str, id: &str, batch: &EventBatch) -> redis::Cmd {
-    let lens: Vec<String> = batch.events.iter().map(|e| e.len().to_string()).collect();
-    let data: Vec<u8> = batch
-        .events
-        .iter()
-        .flat_map(|e| e.iter().copied())
-        .collect();
-    let mut cmd = redis::cmd("XADD");
-    cmd.arg(events_key)
+    let bytes: usize = batch.events.iter().map(|e| e.len()).sum();
+    let mut cmd =
+        redis::Cmd::with_capacity(14, 128 + events_key.len() + 8 * batch.events.len() + bytes);
+    cmd.arg("XADD")
+        .arg(events_key)
         .arg(id)
         .arg("n")
         .arg(batch.first)
         .arg("at")
         .arg(now_ms())
         .arg("lens")
-        .arg(lens.join(","))
+        .arg(Lengths(&batch.events))
         .arg("d")
-        .arg(data);
+        .arg(EndToEnd(&batch.events));
     cmd
+}
+
+/// Events as one argument: their bytes end to end.
+struct EndToEnd<'a>(&'a [Bytes]);
+
+impl redis::ToRedisArgs for EndToEnd<'_> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        let mut arg = out.writer_for_next_arg();
+        for event in self.0 {
+            arg.write_all(event)
+                .expect("a command's buffer takes any write");
+        }
+    }
+}
+
+/// Events' lengths as one argument: `len,len,...`.
+struct Lengths<'a>(&'a [Bytes]);
+
+impl redis::ToRedisArgs for Lengths<'_> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        let mut arg = out.writer_for_next_arg();
+        let mut number = itoa::Buffer::new();
+        for (i, event) in self.0.iter().enumerate() {
+            let separator: &[u8] = if i == 0 { b"" } else { b"," };
+            arg.write_all(separator)
+                .and_then(|()| arg.write_all(number.format(event.len()).as_bytes()))
+                .expect("a command's buffer takes any write");
+        }
+    }
 }
 
 /// The id of the batch entry that starts at event `first`.
