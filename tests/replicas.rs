@@ -604,6 +604,61 @@ async fn a_flowing_stream_needs_no_heartbeat_writes_and_stays_active_elsewhere()
     assert_eq!(spent.get("hget"), None, "no poll for cancels: {spent:?}");
 }
 
+/// An owner whose stream goes quiet beats every third of the idle timeout
+/// (a third of a second here), one HMSET a beat: the TTL of what beats
+/// write goes with the first one only, and is cut to the retention at the
+/// end. The other replica sees the stream `active` through the silences.
+#[tokio::test]
+async fn a_quiet_stream_beats_with_one_command_a_beat() {
+    let mock = MockUpstream::start().await;
+    let redis = RedisServer::start();
+    let (a, b) = (
+        quick_beating_replica(&mock, &redis).await,
+        quick_beating_replica(&mock, &redis).await,
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await; // both subscribed
+    let before = write_commands(&redis);
+    // Three tokens 1.2 s apart: some three beats in each silence.
+    let stream = start_stream(&format!("http://{}", a.addr), "quiet", 3, 1200).await;
+    let id = stream.headers()["x-stream-id"].to_str().unwrap().to_owned();
+    let reader = tokio::spawn(async move { stream.bytes().await.unwrap() });
+    while !reader.is_finished() {
+        let (_, status) = get(&b, KEY, &format!("/streams/{id}/status")).await;
+        if status["state"] != "done" {
+            assert_eq!(status["state"], "active", "{status}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(reader.await.unwrap().ends_with(b"data: [DONE]\n\n"));
+    common::history::wait_for_messages(&a, KEY, "quiet", 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // the stream's end
+    let spent = spent_since(&before, &write_commands(&redis));
+    println!("a quiet 3-second stream, heartbeat every 333 ms: {spent:?}");
+    let calls = |name: &str| spent.get(name).copied().unwrap_or(0);
+    assert!(
+        calls("hmset") >= 4,
+        "it beat through the silences: {spent:?}"
+    );
+    // The events' TTL at the opening and the closing, the session's pointer,
+    // the hash's at the first beat and at the closing, the new session's
+    // two; an index pruned is a ZREMRANGEBYSCORE and an EXPIRE.
+    assert_eq!(
+        calls("expire") - calls("zremrangebyscore"),
+        7,
+        "one EXPIRE for the beats, however many: {spent:?}"
+    );
+    let ttl: i64 = redis
+        .cli(&["TTL", &format!("tether:{{x:{id}}}:meta")])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=300).contains(&ttl),
+        "the beats expire with the retention: {ttl}"
+    );
+}
+
 /// A cancel request whose broadcast the owner missed (the flag is in the
 /// stream's record; its subscription broke meanwhile) is found at the
 /// owner's next heartbeat once the subscription has broken; while it has
@@ -708,7 +763,7 @@ async fn a_streams_checkpoints_read_back_as_written_in_either_layout() {
     // A beat while no batch flows: the hash, with the stream's TTL.
     let beat = now_ms() + 5_000;
     store
-        .heartbeat("layout", beat, 3, active_ttl)
+        .heartbeat("layout", beat, 3, Some(active_ttl))
         .await
         .unwrap();
     assert_eq!(

@@ -122,13 +122,14 @@ pub trait CheckpointStore: Send + Sync + 'static {
     async fn append_events(&self, id: &str, batch: &EventBatch) -> Result<(), StoreError>;
 
     /// Refreshes the heartbeat and the event count when no batch did; what
-    /// it writes lives for `ttl`.
+    /// it writes lives for `ttl`, when given (the first beat gives it, the
+    /// next ones leave it).
     async fn heartbeat(
         &self,
         id: &str,
         heartbeat_ms: u64,
         events: u64,
-        ttl: Duration,
+        ttl: Option<Duration>,
     ) -> Result<(), StoreError>;
 
     /// True when a cancel was requested for the stream (the owner missed its broadcast).

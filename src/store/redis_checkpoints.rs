@@ -208,14 +208,15 @@ impl CheckpointStore for RedisStore {
         id: &str,
         heartbeat_ms: u64,
         events: u64,
-        ttl: Duration,
+        ttl: Option<Duration>,
     ) -> Result<(), StoreError> {
         let meta = Key::StreamMeta(id).to_redis();
         let mut pipe = redis::pipe();
         pipe.hset_multiple(&meta, &[("heartbeat_ms", heartbeat_ms), ("events", events)])
-            .ignore()
-            .expire(&meta, ttl.as_secs() as i64)
             .ignore();
+        if let Some(ttl) = ttl {
+            pipe.expire(&meta, ttl.as_secs() as i64).ignore();
+        }
         let mut conn = self.conn.clone();
         self.timed(pipe.query_async::<()>(&mut conn)).await
     }

@@ -75,6 +75,7 @@ pub async fn run(
         failing: false,
         resync: false,
         beaten: false,
+        beat_expires: false,
         store,
         hub,
         settings,
@@ -147,6 +148,9 @@ struct Writer {
     resync: bool,
     /// Heartbeats were written (they expire with the stream's end).
     beaten: bool,
+    /// A heartbeat landed, and with it the TTL of what heartbeats write:
+    /// the next ones need not give it again.
+    beat_expires: bool,
     control: Arc<ControlLink>,
     /// Cancel requests broadcast since this mark have all been heard if the
     /// link has not broken since.
@@ -231,14 +235,11 @@ impl Writer {
             if beat {
                 // Set first: a beat whose answer was lost may have landed.
                 self.beaten = true;
+                let ttl = (!self.beat_expires).then_some(self.settings.active_ttl);
                 self.store
-                    .heartbeat(
-                        &self.hub.id,
-                        now_ms(),
-                        self.record.events,
-                        self.settings.active_ttl,
-                    )
+                    .heartbeat(&self.hub.id, now_ms(), self.record.events, ttl)
                     .await?;
+                self.beat_expires = true;
             }
             if poll {
                 if self.store.cancel_requested(&self.hub.id).await? {
