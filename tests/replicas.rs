@@ -23,6 +23,43 @@ async fn quick_beating_replica(mock: &MockUpstream, redis: &RedisServer) -> Teth
     replica_with_idle_timeout(mock, redis, Some(1)).await
 }
 
+/// Two quick-beating replicas, both subscribed to the control broadcasts.
+async fn two_quick_beating_replicas(mock: &MockUpstream, redis: &RedisServer) -> (Tether, Tether) {
+    let pair = (
+        quick_beating_replica(mock, redis).await,
+        quick_beating_replica(mock, redis).await,
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await; // both subscribed
+    pair
+}
+
+/// Reads the rest of `stream` while `other` reports it every 200 ms, which
+/// must be `active` until it is `done`: the body, and how many looks. The
+/// stream's opening is written beside the response, not before it, so the
+/// looks start once `other` knows the stream.
+async fn read_while_active_on(other: &Tether, stream: reqwest::Response) -> (bytes::Bytes, usize) {
+    let id = stream.headers()["x-stream-id"].to_str().unwrap().to_owned();
+    let reader = tokio::spawn(async move { stream.bytes().await.unwrap() });
+    let known = Instant::now() + Duration::from_secs(2);
+    while get(other, KEY, &format!("/streams/{id}/status")).await.0 == 404 {
+        assert!(
+            Instant::now() < known,
+            "the stream's opening never reached the store"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut looks = 0;
+    while !reader.is_finished() {
+        let (_, status) = get(other, KEY, &format!("/streams/{id}/status")).await;
+        if status["state"] != "done" {
+            assert_eq!(status["state"], "active", "{status}");
+        }
+        looks += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    (reader.await.unwrap(), looks)
+}
+
 async fn replica_with_idle_timeout(
     mock: &MockUpstream,
     redis: &RedisServer,
@@ -569,26 +606,11 @@ async fn checkpoints_written_while_redis_stalled_are_not_written_twice_or_with_g
 async fn a_flowing_stream_needs_no_heartbeat_writes_and_stays_active_elsewhere() {
     let mock = MockUpstream::start().await;
     let redis = RedisServer::start();
-    let (a, b) = (
-        quick_beating_replica(&mock, &redis).await,
-        quick_beating_replica(&mock, &redis).await,
-    );
-    tokio::time::sleep(Duration::from_millis(200)).await; // both subscribed
+    let (a, b) = two_quick_beating_replicas(&mock, &redis).await;
     let before = write_commands(&redis);
     let mut stream = start_stream(&format!("http://{}", a.addr), "flowing", 150, 20).await;
-    let id = stream.headers()["x-stream-id"].to_str().unwrap().to_owned();
     read_events(&mut stream, 5).await;
-    let reader = tokio::spawn(async move { stream.bytes().await.unwrap() });
-    let mut looks = 0;
-    while !reader.is_finished() {
-        let (_, status) = get(&b, KEY, &format!("/streams/{id}/status")).await;
-        if status["state"] != "done" {
-            assert_eq!(status["state"], "active", "{status}");
-        }
-        looks += 1;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let body = reader.await.unwrap();
+    let (body, looks) = read_while_active_on(&b, stream).await;
     assert!(body.ends_with(b"data: [DONE]\n\n"));
     assert!(looks >= 10, "the stream ran for {looks} looks");
     common::history::wait_for_messages(&a, KEY, "flowing", 2).await;
@@ -612,24 +634,13 @@ async fn a_flowing_stream_needs_no_heartbeat_writes_and_stays_active_elsewhere()
 async fn a_quiet_stream_beats_with_one_command_a_beat() {
     let mock = MockUpstream::start().await;
     let redis = RedisServer::start();
-    let (a, b) = (
-        quick_beating_replica(&mock, &redis).await,
-        quick_beating_replica(&mock, &redis).await,
-    );
-    tokio::time::sleep(Duration::from_millis(200)).await; // both subscribed
+    let (a, b) = two_quick_beating_replicas(&mock, &redis).await;
     let before = write_commands(&redis);
     // Three tokens 1.2 s apart: some three beats in each silence.
     let stream = start_stream(&format!("http://{}", a.addr), "quiet", 3, 1200).await;
     let id = stream.headers()["x-stream-id"].to_str().unwrap().to_owned();
-    let reader = tokio::spawn(async move { stream.bytes().await.unwrap() });
-    while !reader.is_finished() {
-        let (_, status) = get(&b, KEY, &format!("/streams/{id}/status")).await;
-        if status["state"] != "done" {
-            assert_eq!(status["state"], "active", "{status}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(reader.await.unwrap().ends_with(b"data: [DONE]\n\n"));
+    let (body, _) = read_while_active_on(&b, stream).await;
+    assert!(body.ends_with(b"data: [DONE]\n\n"));
     common::history::wait_for_messages(&a, KEY, "quiet", 2).await;
     tokio::time::sleep(Duration::from_millis(300)).await; // the stream's end
     let spent = spent_since(&before, &write_commands(&redis));
