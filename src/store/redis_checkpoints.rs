@@ -538,8 +538,10 @@ fn only_the_opening_was_there(error: &redis::RedisError) -> bool {
 
 /// A field of an entry.
 fn field<'a>(flat: &'a [Vec<u8>], name: &[u8]) -> Option<&'a [u8]> {
-    let value = flat.chunks(2).find(|kv| kv[0] == name)?.get(1)?;
-    Some(value)
+    flat.chunks(2)
+        .find(|kv| kv[0] == name)?
+        .get(1)
+        .map(Vec::as_slice)
 }
 
 /// A numeric field of an entry.

@@ -95,7 +95,7 @@ const NAMES: [&[&str]; 3] = [
 ];
 
 /// By count, then by the rank of the name it was found under. Anything but
-/// an object finds nothing.
+/// an object is refused, and `totals` reads the refusal as no counts.
 #[derive(Default)]
 struct Found([[Option<u64>; 3]; 3]);
 
@@ -125,30 +125,6 @@ impl<'de> Visitor<'de> for FoundVisitor {
             }
         }
         Ok(found)
-    }
-
-    // Any other value: no counts.
-    fn visit_bool<E>(self, _: bool) -> Result<Found, E> {
-        Ok(Found::default())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Found, E> {
-        Ok(Found::default())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Found, E> {
-        Ok(Found::default())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Found, E> {
-        Ok(Found::default())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Found, E> {
-        Ok(Found::default())
-    }
-    fn visit_unit<E>(self) -> Result<Found, E> {
-        Ok(Found::default())
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<Found, A::Error> {
-        while items.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Found::default())
     }
 }
 
