@@ -7,6 +7,8 @@ use std::marker::PhantomData;
 use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
+use super::json_scan::plain_run_end;
+
 /// serde_json's nesting limit: text nested deeper is not a `Value`.
 const MAX_DEPTH: usize = 127;
 
@@ -18,24 +20,23 @@ pub fn is_object(text: &[u8]) -> bool {
 
 /// The end of the string whose text starts at `from` (just after its
 /// opening quote): the index of its closing quote, and whether it has
-/// escapes. The text between quotes is skipped with `memchr`, not byte by
-/// byte: strings are most of a message.
+/// escapes.
 fn string_end(bytes: &[u8], from: usize) -> (usize, bool) {
     let mut at = from;
     let mut escaped = false;
-    while let Some(found) = bytes
-        .get(at..)
-        .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
-    {
-        at += found;
-        if bytes[at] == b'"' {
-            return (at, escaped);
+    loop {
+        at = plain_run_end(bytes, at);
+        match bytes.get(at) {
+            Some(b'"') => return (at, escaped),
+            Some(b'\\') => {
+                escaped = true;
+                at += 2;
+            }
+            Some(_) => at += 1,
+            // Unterminated: not valid JSON, which callers never pass.
+            None => return (bytes.len(), escaped),
         }
-        escaped = true;
-        at += 2;
     }
-    // Unterminated: not valid JSON, which callers never pass.
-    (bytes.len(), escaped)
 }
 
 /// Appends valid JSON text to `out` without the whitespace between its

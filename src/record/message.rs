@@ -89,11 +89,7 @@ impl Message {
         if !raw.starts_with('{') {
             return Ok(None);
         }
-        let message = |role: Option<&str>, stamped| Message {
-            json: raw.into(),
-            role: Role::of(role.unwrap_or("")),
-            stamped,
-        };
+        let message = |role, stamped| Message::scanned(raw, role, stamped);
         Ok(match scan_object(raw) {
             ObjectScan::Read { role, stamped } => Some(message(role, stamped)),
             ObjectScan::TooDeep => return Err(TooDeep),
@@ -107,6 +103,24 @@ impl Message {
                     .and_then(Message::from_value),
             },
         })
+    }
+
+    /// A message from the valid JSON text of an object whose members a
+    /// strict scan has read: its role (`None` for a value that is not a
+    /// string) and whether it has a `model` or `timestamp` member.
+    pub fn scanned(raw: &str, role: Option<&str>, stamped: bool) -> Message {
+        Message {
+            json: raw.into(),
+            role: Role::of(role.unwrap_or("")),
+            stamped,
+        }
+    }
+
+    /// The message's text, role and whether it is stamped: what two reads
+    /// of one body must agree on.
+    #[cfg(test)]
+    pub fn parts(&self) -> (&str, Role, bool) {
+        (&self.json, self.role, self.stamped)
     }
 
     /// A message from an object. `None` when `value` is not an object.

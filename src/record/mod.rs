@@ -17,6 +17,7 @@
 pub mod assemble;
 pub mod decode;
 pub mod history_writer;
+pub mod json_scan;
 pub mod json_text;
 pub mod message;
 pub mod recorder;

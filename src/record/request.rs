@@ -10,6 +10,8 @@ use super::Api;
 use super::json_text::{self, MaybeStr, MaybeTrue};
 use super::message::Message;
 
+mod chat_scan;
+
 /// A recorded request, parsed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TurnRequest {
@@ -120,9 +122,10 @@ struct Metadata<'a> {
 }
 
 /// A Chat Completions request read without building a `Value` of the body:
-/// its messages stay the text they were sent as ([`Message`]). `None` when
-/// the body is not the usual shape (not JSON, a member given twice, no
-/// array of messages, a message too deep to store): the general parse then
+/// its messages stay the text they were sent as ([`Message`]), read by hand
+/// ([`chat_scan`]) or, where the scan gives up, by serde. `None` when the
+/// body is not the usual shape (not JSON, a member given twice, no array
+/// of messages, a message too deep to store): the general parse then
 /// decides, and names the error.
 fn parse_chat(body: &[u8]) -> Option<TurnRequest> {
     if !json_text::is_object(body) {
@@ -130,29 +133,63 @@ fn parse_chat(body: &[u8]) -> Option<TurnRequest> {
     }
     // Checked as UTF-8 once: read from bytes, serde checks every string of
     // the body on its own.
-    let top: ChatBody = serde_json::from_str(std::str::from_utf8(body).ok()?).ok()?;
+    let text = std::str::from_utf8(body).ok()?;
+    let top = chat_scan::read(text).or_else(|| read_chat_by_serde(text))?;
+    Some(top.into_request())
+}
+
+/// What recording takes from the top level of a Chat Completions body,
+/// whichever read took it.
+#[derive(Default)]
+struct ChatTop<'a> {
+    model: MaybeStr<'a>,
+    stream: bool,
+    messages: Vec<Message>,
+    /// The member's text, unless it is `null`.
+    metadata: Option<&'a str>,
+    user: MaybeStr<'a>,
+    stream_options: Option<Value>,
+}
+
+/// The body read by serde's derived read, each message then scanned for
+/// its role ([`Message::from_raw`]).
+fn read_chat_by_serde(text: &str) -> Option<ChatTop<'_>> {
+    let top: ChatBody = serde_json::from_str(text).ok()?;
     let messages = top
         .messages?
         .iter()
         .filter_map(|m| Message::from_raw(m.get()).transpose())
         .collect::<Result<_, _>>()
         .ok()?;
-    // Metadata is rare: read only when present, and only as an object.
-    let session = top
-        .metadata
-        .filter(|m| json_text::is_object(m.get().as_bytes()))
-        .and_then(|m| serde_json::from_str::<Metadata>(m.get()).ok())
-        .and_then(|m| m.session_id.into_owned());
-    Some(TurnRequest {
-        api: Api::ChatCompletions,
-        model: top.model.into_owned(),
+    Some(ChatTop {
+        model: top.model,
         stream: top.stream.0,
-        system: Vec::new(),
         messages,
-        metadata_session: session,
-        user: top.user.into_owned(),
+        metadata: top.metadata.map(RawValue::get),
+        user: top.user,
         stream_options: top.stream_options,
     })
+}
+
+impl ChatTop<'_> {
+    fn into_request(self) -> TurnRequest {
+        // Metadata is rare: read only when present, and only as an object.
+        let session = self
+            .metadata
+            .filter(|m| json_text::is_object(m.as_bytes()))
+            .and_then(|m| serde_json::from_str::<Metadata>(m).ok())
+            .and_then(|m| m.session_id.into_owned());
+        TurnRequest {
+            api: Api::ChatCompletions,
+            model: self.model.into_owned(),
+            stream: self.stream,
+            system: Vec::new(),
+            messages: self.messages,
+            metadata_session: session,
+            user: self.user.into_owned(),
+            stream_options: self.stream_options,
+        }
+    }
 }
 
 /// Chat Completions: `messages`, the objects among them.
