@@ -135,22 +135,32 @@ impl<'a> Scan<'a> {
 
     /// A plain whole number is read here; serde reads any other value.
     pub fn maybe_u64(&mut self) -> Option<MaybeU64> {
-        let start = self.at;
-        let digits = self.bytes()[start..]
-            .iter()
-            .take_while(|b| b.is_ascii_digit())
-            .count();
-        if (1..=19).contains(&digits) && (digits == 1 || self.bytes()[start] != b'0') {
-            let number = self.text[start..start + digits].parse::<u64>().ok()?;
-            if !matches!(
-                self.bytes().get(start + digits),
-                Some(b'.' | b'e' | b'E' | b'0'..=b'9')
-            ) {
-                self.at += digits;
-                return Some(MaybeU64(Some(number)));
-            }
+        match self.plain_u64() {
+            Some(number) => Some(MaybeU64(Some(number))),
+            None => self.by_serde(),
         }
-        self.by_serde()
+    }
+
+    /// The next value when it is a plain whole number that fits in a
+    /// `u64` (no sign, fraction, exponent or leading zero), read past;
+    /// otherwise `None`, and the scan stays where it was.
+    pub fn plain_u64(&mut self) -> Option<u64> {
+        let bytes = &self.bytes()[self.at..];
+        // Nineteen digits at most: never more than a `u64` holds.
+        let (mut number, mut digits) = (0u64, 0);
+        while let Some(digit) = bytes.get(digits).filter(|b| b.is_ascii_digit()) {
+            if digits == 19 {
+                return None;
+            }
+            number = number * 10 + u64::from(digit - b'0');
+            digits += 1;
+        }
+        let leading_zero = digits > 1 && bytes[0] == b'0';
+        if digits == 0 || leading_zero || matches!(bytes.get(digits), Some(b'.' | b'e' | b'E')) {
+            return None;
+        }
+        self.at += digits;
+        Some(number)
     }
 
     /// The next value read by serde as `T`, as it would be in place.

@@ -19,6 +19,7 @@ pub mod decode;
 pub mod history_writer;
 pub mod json_scan;
 pub mod json_text;
+pub mod json_write;
 pub mod message;
 pub mod recorder;
 pub mod request;

@@ -8,6 +8,7 @@ use serde::{Serialize, Serializer};
 use serde_json::{Map, Value, json};
 
 use super::{Api, Usage};
+use crate::record::json_write;
 
 /// One assembled assistant message: the only choice, or one of several when a
 /// Chat Completions request asked for `n > 1`.
@@ -254,6 +255,27 @@ pub struct HistoryMessage<'a> {
     reasoning: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     refusal: Option<&'a str>,
+}
+
+impl HistoryMessage<'_> {
+    /// Writes the members `Serialize` writes, into an object being written
+    /// by hand (the stored reply: its tests hold the two equal).
+    pub fn write_members(&self, object: &mut json_write::Object) {
+        object.str("role", self.role);
+        object.some_str("content", self.content);
+        if !self.tool_calls.is_empty() {
+            object.objects("tool_calls", &self.tool_calls, |call, tool| {
+                call.some_str("id", tool.id);
+                call.str("type", tool.kind);
+                call.object("function", |function| {
+                    function.some_str("name", tool.function.name);
+                    function.str("arguments", tool.function.arguments);
+                });
+            });
+        }
+        object.some_str("reasoning", self.reasoning);
+        object.some_str("refusal", self.refusal);
+    }
 }
 
 /// A tool call in the OpenAI shape, whatever API made it.
