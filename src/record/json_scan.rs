@@ -451,4 +451,34 @@ pub mod strategies {
             })
             .boxed()
     }
+
+    /// Damaged copies of `texts`: one picked, then one to three bytes
+    /// changed (to a byte JSON gives meaning to), dropped or repeated; the
+    /// copies that are still UTF-8.
+    pub fn damaged(texts: &'static [String]) -> impl Strategy<Value = String> {
+        let damage = (
+            any::<prop::sample::Index>(),
+            0..3u8,
+            prop::sample::select(b"\"\\{}[],: 09.eEnul\t\x01".to_vec()),
+        );
+        (
+            any::<prop::sample::Index>(),
+            proptest::collection::vec(damage, 1..4),
+        )
+            .prop_filter_map("not UTF-8", |(pick, damage)| {
+                let mut bytes = pick.get(texts).as_bytes().to_vec();
+                for (at, how, byte) in damage {
+                    if bytes.is_empty() {
+                        break;
+                    }
+                    let at = at.index(bytes.len());
+                    match how {
+                        0 => bytes[at] = byte,
+                        1 => drop(bytes.remove(at)),
+                        _ => bytes.insert(at, bytes[at]),
+                    }
+                }
+                String::from_utf8(bytes).ok()
+            })
+    }
 }
