@@ -61,6 +61,25 @@ pub fn plain_run_end(bytes: &[u8], mut at: usize) -> usize {
         .unwrap_or(rest.len())
 }
 
+/// The end of the string whose text starts at `from` (just after its
+/// opening quote): the index of its closing quote, and whether it has
+/// escapes. `None` for a control character, which JSON does not allow in
+/// a string, or no closing quote.
+pub fn string_end(bytes: &[u8], from: usize) -> Option<(usize, bool)> {
+    let (mut at, mut escaped) = (from, false);
+    loop {
+        at = plain_run_end(bytes, at);
+        match *bytes.get(at)? {
+            b'"' => return Some((at, escaped)),
+            b'\\' => {
+                escaped = true;
+                at += 2;
+            }
+            _ => return None,
+        }
+    }
+}
+
 /// The bytes of `block` that end a plain run of a string's text, one bit
 /// each (the first lowest), compared sixteen at once with SSE2.
 #[cfg(target_arch = "x86_64")]
@@ -193,20 +212,8 @@ impl<'a> Scan<'a> {
             return None;
         }
         let start = self.at + 1;
-        let mut at = start;
-        let mut escaped = false;
-        loop {
-            at = plain_run_end(bytes, at);
-            match *bytes.get(at)? {
-                b'"' => return Some(self.string_to(start, at, escaped)),
-                b'\\' => {
-                    escaped = true;
-                    at += 2;
-                }
-                // A control character.
-                _ => return None,
-            }
-        }
+        let (end, escaped) = string_end(bytes, start)?;
+        Some(self.string_to(start, end, escaped))
     }
 
     /// The string from `start` to its closing quote at `end`, moving past it.
@@ -407,12 +414,24 @@ mod tests {
     }
 }
 
-/// Generators of JSON for the tests that hold a hand-written read equal to
-/// serde's.
+/// Generators of JSON, and a check, for the tests that hold a hand-written
+/// read equal to serde's.
 #[cfg(test)]
 pub mod strategies {
     use proptest::prelude::*;
     use serde_json::Value;
+
+    /// The scan reads each of `read_by_scan` and gives up on each of
+    /// `given_up`. `agrees` is the test's own comparison with serde: false
+    /// where the scan gave up.
+    pub fn assert_reads(agrees: impl Fn(&str) -> bool, read_by_scan: &[&str], given_up: &[&str]) {
+        for text in read_by_scan {
+            assert!(agrees(text), "given up: {text}");
+        }
+        for text in given_up {
+            assert!(!agrees(text), "read: {text}");
+        }
+    }
 
     /// Any JSON value as a member's value: strings with escapes, numbers
     /// of every kind, nested arrays and objects.

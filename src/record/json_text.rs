@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use super::json_scan::plain_run_end;
+use super::json_scan;
 
 /// serde_json's nesting limit: text nested deeper is not a `Value`.
 const MAX_DEPTH: usize = 127;
@@ -18,25 +18,10 @@ pub fn is_object(text: &[u8]) -> bool {
     text.trim_ascii_start().first() == Some(&b'{')
 }
 
-/// The end of the string whose text starts at `from` (just after its
-/// opening quote): the index of its closing quote, and whether it has
-/// escapes.
+/// The end of the string whose text starts at `from` in valid JSON text
+/// (which callers pass): its closing quote, and whether it has escapes.
 fn string_end(bytes: &[u8], from: usize) -> (usize, bool) {
-    let mut at = from;
-    let mut escaped = false;
-    loop {
-        at = plain_run_end(bytes, at);
-        match bytes.get(at) {
-            Some(b'"') => return (at, escaped),
-            Some(b'\\') => {
-                escaped = true;
-                at += 2;
-            }
-            Some(_) => at += 1,
-            // Unterminated: not valid JSON, which callers never pass.
-            None => return (bytes.len(), escaped),
-        }
-    }
+    json_scan::string_end(bytes, from).unwrap_or((bytes.len(), false))
 }
 
 /// Appends valid JSON text to `out` without the whitespace between its

@@ -153,7 +153,7 @@ mod tests {
 
     use super::*;
     use crate::record::assemble::fixture_tests::recorded_data;
-    use crate::record::json_scan::strategies::{any_value, damaged, members};
+    use crate::record::json_scan::strategies::{any_value, assert_reads, damaged, members};
 
     fn by_serde(text: &str) -> Option<ChunkText<'_>> {
         serde_json::from_str(text).ok()
@@ -225,12 +225,7 @@ mod tests {
             "{",
             "",
         ];
-        for text in read_by_scan {
-            assert!(agrees(text), "given up: {text}");
-        }
-        for text in given_up {
-            assert!(read(text).is_none(), "read: {text}");
-        }
+        assert_reads(agrees, &read_by_scan, &given_up);
     }
 
     #[test]

@@ -128,7 +128,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::record::json_scan::strategies::{any_value, damaged, members};
+    use crate::record::json_scan::strategies::{any_value, assert_reads, damaged, members};
     use crate::record::message::Role;
     use crate::record::request::read_chat_by_serde;
 
@@ -246,12 +246,7 @@ mod tests {
             r#"[{"messages":[]}]"#,
             "",
         ];
-        for text in read_by_scan {
-            assert!(agrees(text), "given up: {text}");
-        }
-        for text in given_up {
-            assert!(read(text).is_none(), "read: {text}");
-        }
+        assert_reads(agrees, &read_by_scan, &given_up);
     }
 
     #[test]
