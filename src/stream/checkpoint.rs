@@ -81,14 +81,10 @@ pub async fn run(
         settings,
         metrics,
     };
-    let mut changes = writer.hub.subscribe();
     let mut tick = tokio::time::interval(settings.interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_beat = Instant::now();
     let mut ended_at: Option<Instant> = None;
-    // Set once a reader on another replica follows: new events go out as
-    // they come, `follow_interval` apart at the least.
-    let mut followed = false;
     let mut last_write = Instant::now();
     // A followed event came too soon after the last write: the next tick
     // was moved to when it may go (the tick rather than a timer of its own
@@ -97,14 +93,16 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            // A reader on another replica is about to follow the stream.
-            () = writer.hub.flush_requested() => followed = true,
-            // The end is written at once, not at the next tick.
-            changed = changes.changed(), if ended_at.is_none() => {
-                if changed.is_err() || writer.hub.state().is_final() {
+            // A reader on another replica is about to follow the stream:
+            // what is new goes out at once, and each new event from now on
+            // (`news`).
+            () = writer.hub.flush_requested() => {}
+            // The end (written at once, not at the next tick), or a new
+            // event of a followed stream.
+            () = writer.hub.news(), if ended_at.is_none() => {
+                if writer.hub.state().is_final() {
                     ended_at.get_or_insert_with(Instant::now);
-                } else if !followed || due {
-                    // A new event: it goes out with the next batch.
+                } else if due {
                     continue;
                 } else {
                     let next = last_write + settings.follow_interval;

@@ -5,6 +5,7 @@
 //! finished ones.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,8 +50,17 @@ pub struct Hub {
     changed: watch::Sender<u64>,
     /// Fired by `DELETE /tether/streams/{id}`: the tee stops reading the upstream.
     cancel: CancellationToken,
-    /// Wakes the checkpoint writer before its interval is up.
+    /// Wakes the checkpoint writer before its interval is up: a reader on
+    /// another replica is about to follow.
     flush: tokio::sync::Notify,
+    /// Set by the first flush request: from then on every new event wakes
+    /// the checkpoint writer (`news`).
+    followed: AtomicBool,
+    /// Wakes the checkpoint writer at the end, and for each new event once
+    /// the stream is `followed`. Before that the writer sleeps until its
+    /// interval is up: a writer woken by every event only to wait again
+    /// cost a task wake per chunk of every stream.
+    news: tokio::sync::Notify,
 }
 
 impl Hub {
@@ -64,6 +74,8 @@ impl Hub {
             changed: watch::Sender::new(0),
             cancel: CancellationToken::new(),
             flush: tokio::sync::Notify::new(),
+            followed: AtomicBool::new(false),
+            news: tokio::sync::Notify::new(),
         }
     }
 
@@ -82,6 +94,9 @@ impl Hub {
             log.events.push(event);
             drop(log);
             self.bump();
+            if self.followed.load(Ordering::Acquire) {
+                self.news.notify_one();
+            }
         }
     }
 
@@ -96,6 +111,7 @@ impl Hub {
         log.finished_at = Some(Instant::now());
         drop(log);
         self.bump();
+        self.news.notify_one();
     }
 
     pub fn state(&self) -> StreamState {
@@ -129,14 +145,23 @@ impl Hub {
         self.cancel.clone()
     }
 
-    /// Asks the checkpoint writer to write what is new now.
+    /// Asks the checkpoint writer to write what is new now, and each new
+    /// event from then on.
     pub fn request_flush(&self) {
+        self.followed.store(true, Ordering::Release);
         self.flush.notify_one();
     }
 
     /// Completes when a flush is requested.
     pub async fn flush_requested(&self) {
         self.flush.notified().await;
+    }
+
+    /// Completes when the stream has ended or, once a flush was requested,
+    /// when it has a new event (several events between two calls wake it
+    /// once).
+    pub async fn news(&self) {
+        self.news.notified().await;
     }
 
     /// Asks the tee to stop reading the upstream; idempotent.
@@ -332,6 +357,37 @@ mod tests {
         assert!(snap.events.is_empty(), "nothing after the end");
         assert_eq!(snap.state, StreamState::Done, "the first end wins");
         assert_eq!(snap.tail, Some(Bytes::from(": bye\n")));
+    }
+
+    /// Whether `news()` completes at once, without waiting.
+    fn news_ready(hub: &Hub) -> bool {
+        use std::future::Future;
+        let news = std::pin::pin!(hub.news());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        news.poll(&mut cx).is_ready()
+    }
+
+    #[test]
+    fn the_checkpoint_writer_hears_of_events_only_once_the_stream_is_followed() {
+        let hub = hub();
+        hub.push(Bytes::from("data: a\n\n"));
+        hub.push(Bytes::from("data: b\n\n"));
+        assert!(!news_ready(&hub), "events alone wait for the interval");
+        hub.request_flush();
+        assert!(
+            !news_ready(&hub),
+            "the flush request wakes the flush branch"
+        );
+        hub.push(Bytes::from("data: c\n\n"));
+        hub.push(Bytes::from("data: d\n\n"));
+        assert!(
+            news_ready(&hub),
+            "a followed stream's events wake the writer"
+        );
+        assert!(!news_ready(&hub), "two events between looks wake it once");
+        let unfollowed = self::hub();
+        unfollowed.finish(StreamState::Done, None);
+        assert!(news_ready(&unfollowed), "the end wakes the writer");
     }
 
     #[test]
