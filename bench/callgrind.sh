@@ -11,6 +11,12 @@
 #   CONC=16 bench/callgrind.sh         # 16 connections at once: the history
 #                                      # writer's batches as under load (counts
 #                                      # then vary a little from run to run)
+#   SUBJECTS="redis" REDIS_COUNTED=1 bench/callgrind.sh
+#                                      # also counts redis-server's instructions
+#                                      # per request (it runs under callgrind too,
+#                                      # a new one for each run, with --hz 1 so
+#                                      # that its timers add little; slowed down,
+#                                      # it makes tether batch more turns a call)
 #
 # Each subject runs under callgrind twice, for WARM and WARM+COUNT requests sent
 # one after another on one keep-alive connection, each in a new session; the
@@ -34,6 +40,7 @@ REDIS_PORT=${REDIS_PORT:-18183}
 SUBJECTS=${SUBJECTS:-bare off mem}
 EARLIER=${EARLIER:-0}
 CONC=${CONC:-1}
+REDIS_COUNTED=${REDIS_COUNTED:-0}
 
 drive() { # requests
     python3 - "$PORT" "$1" "$MODE" "$EARLIER" "$CONC" <<'EOF'
@@ -77,7 +84,19 @@ wait_up() {
 
 # Instructions for $1 requests through subject $2 (off | mem | redis | bare).
 count() {
-    local n=$1 subject=$2 file="$OUT/$2.$MODE.$1.out" pid
+    local n=$1 subject=$2 file="$OUT/$2.$MODE.$1.out" pid redis_pid=
+    if [ "$subject" = redis ] && [ "$REDIS_COUNTED" = 1 ]; then
+        rm -rf "$OUT/redis-dir" && mkdir -p "$OUT/redis-dir"
+        valgrind --tool=callgrind --callgrind-out-file="$OUT/redis-server.$MODE.$n.out" \
+            redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --hz 1 \
+            --dir "$OUT/redis-dir" \
+            >/dev/null 2>"$OUT/redis-server.$MODE.$n.out.log" &
+        redis_pid=$!
+        for _ in $(seq 100); do
+            redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+            sleep 0.2
+        done
+    fi
     case $subject in
         bare) valgrind --tool=callgrind --callgrind-out-file="$file" \
                 "$BIN/bench-passthrough" --listen "127.0.0.1:$PORT" \
@@ -97,14 +116,22 @@ count() {
     sleep 1
     kill -TERM "$pid" 2>/dev/null || true
     wait "$pid" || true
+    if [ -n "$redis_pid" ]; then
+        redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || kill "$redis_pid"
+        wait "$redis_pid" || true
+        echo "$(grep -h "Collected" "$OUT/redis-server.$MODE.$n.out.log" | awk '{print $NF}')" \
+            >"$OUT/redis-server.$MODE.$n.total"
+    fi
     grep -h "Collected" "$file.log" | awk '{print $NF}'
 }
 
 "$BIN/bench-upstream" --listen "127.0.0.1:$UP_PORT" >/dev/null 2>&1 &
 UPSTREAM=$!
 REDIS=
-if [[ " $SUBJECTS " == *" redis "* ]]; then
-    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no >/dev/null &
+if [[ " $SUBJECTS " == *" redis "* ]] && [ "$REDIS_COUNTED" != 1 ]; then
+    mkdir -p "$OUT/redis-dir"
+    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+        --dir "$OUT/redis-dir" >/dev/null &
     REDIS=$!
 fi
 trap 'kill $UPSTREAM $REDIS 2>/dev/null || true' EXIT
@@ -113,9 +140,11 @@ per=$([ "$MODE" = stream ] && echo "per chunk (50 a stream)" || echo "per reques
 for subject in $SUBJECTS; do
     low=$(count "$WARM" "$subject")
     high=$(count $((WARM + COUNT)) "$subject")
-    if [ "$MODE" = stream ]; then
-        echo "$subject: $(( (high - low) / COUNT / 50 )) instructions $per"
-    else
-        echo "$subject: $(( (high - low) / COUNT )) instructions $per"
+    chunks=$([ "$MODE" = stream ] && echo 50 || echo 1)
+    echo "$subject: $(( (high - low) / COUNT / chunks )) instructions $per"
+    if [ "$subject" = redis ] && [ "$REDIS_COUNTED" = 1 ]; then
+        low=$(cat "$OUT/redis-server.$MODE.$WARM.total")
+        high=$(cat "$OUT/redis-server.$MODE.$((WARM + COUNT)).total")
+        echo "redis-server: $(( (high - low) / COUNT / chunks )) instructions $per"
     fi
 done

@@ -12,13 +12,22 @@ pub struct Redis {
 }
 
 impl Redis {
-    /// `redis-server --port P --save "" --appendonly no`, in memory only.
+    /// `redis-server --port P --save "" --appendonly no`, in memory only,
+    /// in an empty directory of its own under `logs`: started where a `dump.rdb`
+    /// lies (a replica's snapshot, say), it would load it and, with it, a
+    /// replication backlog that every write then feeds (a fifth more
+    /// instructions a turn, `bench/redis_turn_cost.sh`).
     pub fn start(logs: &Path) -> Result<Redis, String> {
         let addr = free_addr();
+        let dir = logs.join("redis-data");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut command = Command::new("redis-server");
         command
             .args(["--bind", "127.0.0.1", "--port", &addr.port().to_string()])
-            .args(["--save", "", "--appendonly", "no", "--maxclients", "50000"]);
+            .args(["--save", "", "--appendonly", "no", "--maxclients", "50000"])
+            .arg("--dir")
+            .arg(&dir);
         Ok(Redis {
             proc: Proc::start("redis", command, addr, logs)?,
         })

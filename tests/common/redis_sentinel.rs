@@ -52,9 +52,17 @@ fn spawn(args: &[&str]) -> Child {
         .expect("redis-server must be installed (scripts/test.sh installs it)")
 }
 
-fn data_node(port: u16, replica_of: Option<u16>) -> Child {
+/// A data node keeping its files (a replica writes the master's snapshot)
+/// under `dir`: in the working directory they would be the repository's,
+/// and a later `redis-server` started there (the benchmark's) would load
+/// them and, with them, a replication backlog that every write then feeds.
+fn data_node(port: u16, replica_of: Option<u16>, dir: &std::path::Path) -> Child {
     let port = port.to_string();
+    let dir = dir.join(&port);
+    std::fs::create_dir_all(&dir).unwrap();
     let mut args = vec![
+        "--dir",
+        dir.to_str().unwrap(),
         "--port",
         &port,
         "--bind",
@@ -79,12 +87,12 @@ impl RedisSentinel {
     pub fn start() -> RedisSentinel {
         let dir = tempfile::tempdir().unwrap();
         let (master_port, replica_port, sentinel_port) = (free_port(), free_port(), free_port());
-        let master = data_node(master_port, None);
+        let master = data_node(master_port, None, dir.path());
         wait_until(
             || cli(master_port, true, &["PING"]).is_some_and(|o| o.trim() == "PONG"),
             "the master answers",
         );
-        let replica = data_node(replica_port, Some(master_port));
+        let replica = data_node(replica_port, Some(master_port), dir.path());
         wait_until(
             || {
                 cli(replica_port, true, &["INFO", "replication"])
