@@ -208,12 +208,12 @@ pub fn forward_recorded<'a>(
         };
         let tap = if sse {
             let (tap, recording) = tap();
-            app.tracker.spawn(recorder::run(
+            app.tracker.spawn(Box::pin(recorder::run(
                 job,
                 recording,
                 app.history.clone(),
                 app.metrics.clone(),
-            ));
+            )));
             tap
         } else {
             let (tracker, history, metrics) = (
@@ -224,7 +224,10 @@ pub fn forward_recorded<'a>(
             collecting_tap(
                 job.max_bytes,
                 Box::new(move |recording| {
-                    tracker.spawn(recorder::run(job, recording, history, metrics));
+                    // Boxed: the recorder's future is large, and the task
+                    // would copy it several times on its way in (1,500
+                    // instructions a request, `bench/callgrind.sh`).
+                    tracker.spawn(Box::pin(recorder::run(job, recording, history, metrics)));
                 }),
             )
         };
