@@ -36,3 +36,4 @@ pub mod session;
 pub mod store;
 pub mod stream;
 pub mod tenant;
+pub mod timestamp;

@@ -152,7 +152,7 @@ pub fn access(line: &AccessLine<'_>) {
 /// As tracing-subscriber's default format writes an event:
 /// `{time}  INFO tether::access: request key=value ...`.
 fn write_text(out: &mut Vec<u8>, line: &AccessLine<'_>, now: SystemTime, ansi: bool) {
-    let time = humantime::format_rfc3339_micros(now);
+    let time = crate::timestamp::rfc3339_micros(now);
     if ansi {
         let _ = write!(
             out,
@@ -171,7 +171,7 @@ fn write_json(out: &mut Vec<u8>, line: &AccessLine<'_>, now: SystemTime) {
     let _ = write!(
         out,
         r#"{{"timestamp":"{}","level":"INFO","message":"request""#,
-        humantime::format_rfc3339_micros(now)
+        crate::timestamp::rfc3339_micros(now)
     );
     write_fields(out, line, Fields::Json);
     out.extend_from_slice(b",\"target\":\"tether::access\"}\n");

@@ -205,7 +205,7 @@ async fn turn(
         &json!({
             "message": choice["message"]["content"],
             "model": completion["model"],
-            "timestamp": humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+            "timestamp": crate::timestamp::rfc3339_micros(SystemTime::now()).to_string(),
             "tokens_used": completion["usage"]["total_tokens"],
             "finish_reason": choice["finish_reason"],
             "session_id": session.as_str(),

@@ -260,7 +260,7 @@ impl Query {
 
 /// RFC 3339 with microseconds, as the history shapes use.
 fn timestamp(ms: u64) -> String {
-    humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+    crate::timestamp::rfc3339_micros(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 /// The time of a session's last message; null before it has one (its

@@ -44,7 +44,8 @@ pub fn build(
     context: ReplyContext,
     now: SystemTime,
 ) -> Turn {
-    let timestamp = humantime::format_rfc3339_micros(now).to_string();
+    let timestamp = crate::timestamp::rfc3339_micros(now);
+    let timestamp = timestamp.as_str();
     let model = reply
         .as_ref()
         .and_then(|r| r.model.clone())
@@ -53,17 +54,17 @@ pub fn build(
     let (if_new, always) = split(request.system, request.messages);
     let if_new: Vec<StoredMessage> = if_new
         .into_iter()
-        .map(|m| m.stamp(&model_json, &timestamp))
+        .map(|m| m.stamp(&model_json, timestamp))
         .collect();
     let mut messages: Vec<StoredMessage> = Vec::with_capacity(always.len() + 1);
-    messages.extend(always.into_iter().map(|m| m.stamp(&model_json, &timestamp)));
+    messages.extend(always.into_iter().map(|m| m.stamp(&model_json, timestamp)));
     let mut usage = UsageTotals::default();
     if let Some(reply) = reply {
         usage = reply.usage.as_ref().map(Usage::totals).unwrap_or_default();
         let stored = StoredReply {
             message: reply.history_message(),
             model: model.as_deref(),
-            timestamp: &timestamp,
+            timestamp,
             finish_reason: reply.finish_reason(),
             usage: reply.usage.as_ref(),
             error: reply.error.as_ref().filter(|e| !e.is_null()),
