@@ -88,6 +88,10 @@ pub fn split_session_prefix(path: &str) -> Option<(&str, &str)> {
 /// percent-encoded: clients remove them (RFC 3986 5.2.4), so one that
 /// arrives is a trick to reach a path that a prefix check did not see.
 pub fn has_dot_segments(path: &str) -> bool {
+    // Most paths hold neither: one look for either byte settles them.
+    if memchr::memchr2(b'.', b'%', path.as_bytes()).is_none() {
+        return false;
+    }
     path.split('/')
         .any(|segment| matches!(dots(segment), Some(1 | 2)))
 }

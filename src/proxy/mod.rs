@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::uri::{Authority, Scheme};
 use http::{Extensions, Request, Response, Uri, Version, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -34,6 +35,10 @@ pub struct Proxy {
     client: client::UpstreamClient,
     /// `scheme://authority/base-path` of the upstream, no trailing slash.
     base: String,
+    /// The upstream's scheme and authority when its URL has no path: a
+    /// request's path and query then go out as hyper parsed them, rather
+    /// than written out after `base` and parsed again (2,000 instructions).
+    origin: Option<(Scheme, Authority)>,
     settings: UpstreamSettings,
     max_request_bytes: u64,
 }
@@ -41,9 +46,17 @@ pub struct Proxy {
 impl Proxy {
     pub fn new(settings: &UpstreamSettings, max_request_bytes: u64) -> Result<Proxy, ClientError> {
         let base = settings.url.as_str().trim_end_matches('/').to_string();
+        let origin = Uri::try_from(base.as_str())
+            .ok()
+            .filter(|uri| uri.path() == "/" && uri.query().is_none())
+            .and_then(|uri| {
+                let parts = uri.into_parts();
+                Some((parts.scheme?, parts.authority?))
+            });
         Ok(Proxy {
             client: client::build(settings)?,
             base,
+            origin,
             settings: settings.clone(),
             max_request_bytes,
         })
@@ -120,7 +133,7 @@ impl Proxy {
         client_ip: IpAddr,
         upgrade: &http::HeaderMap,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
-        parts.uri = self.upstream_uri(path, parts.uri.query())?;
+        parts.uri = self.upstream_uri(path, &parts.uri)?;
         parts.version = Version::HTTP_11;
         parts.extensions = Extensions::new();
         headers::to_upstream(&mut parts.headers, client_ip);
@@ -161,7 +174,20 @@ impl Proxy {
         Ok(Response::from_parts(parts, body))
     }
 
-    fn upstream_uri(&self, path: &str, query: Option<&str>) -> Result<Uri, ProxyError> {
+    /// The upstream's URI for `path` (the client's `original` path, or what
+    /// is left of it after a session prefix) and the client's query.
+    fn upstream_uri(&self, path: &str, original: &Uri) -> Result<Uri, ProxyError> {
+        if let Some((scheme, authority)) = &self.origin
+            && original.path() == path
+            && let Some(path_and_query) = original.path_and_query()
+        {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(scheme.clone());
+            parts.authority = Some(authority.clone());
+            parts.path_and_query = Some(path_and_query.clone());
+            return Ok(Uri::from_parts(parts).map_err(http::Error::from)?);
+        }
+        let query = original.query();
         // Pushed rather than `format!`ed: this runs on every request.
         let mut uri =
             String::with_capacity(self.base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
@@ -224,4 +250,73 @@ fn chain(error: &(dyn StdError + 'static)) -> String {
         current = e.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proxy(url: &str) -> Proxy {
+        let settings = UpstreamSettings {
+            url: url::Url::parse(url).unwrap(),
+            connect_timeout: Duration::from_secs(1),
+            header_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            pool_idle_timeout: Duration::from_secs(1),
+            pool_max_idle_per_host: 1,
+            ca_file: None,
+        };
+        Proxy::new(&settings, 1024).unwrap()
+    }
+
+    #[test]
+    fn the_upstream_uri_keeps_the_path_and_query_after_the_base() {
+        let cases = [
+            // (upstream, client's URI, path left after a session prefix, expected)
+            (
+                "http://up:8000",
+                "/v1/chat/completions",
+                "/v1/chat/completions",
+                "http://up:8000/v1/chat/completions",
+            ),
+            (
+                "http://up:8000/",
+                "/v1/models?limit=2&x=%20y",
+                "/v1/models",
+                "http://up:8000/v1/models?limit=2&x=%20y",
+            ),
+            (
+                "https://api.example.com",
+                "/s/chat-1/v1/responses?a=1",
+                "/v1/responses",
+                "https://api.example.com/v1/responses?a=1",
+            ),
+            (
+                "http://up/openai",
+                "/v1/chat/completions?b",
+                "/v1/chat/completions",
+                "http://up/openai/v1/chat/completions?b",
+            ),
+            (
+                "http://up/openai/",
+                "/s/x/v1/embeddings",
+                "/v1/embeddings",
+                "http://up/openai/v1/embeddings",
+            ),
+            (
+                "http://[::1]:9",
+                "/v1beta/models/gemini-1.5-pro:streamGenerateContent?alt=sse",
+                "/v1beta/models/gemini-1.5-pro:streamGenerateContent",
+                "http://[::1]:9/v1beta/models/gemini-1.5-pro:streamGenerateContent?alt=sse",
+            ),
+        ];
+        for (upstream, client, path, expected) in cases {
+            let proxy = proxy(upstream);
+            let original: Uri = client.parse().unwrap();
+            let uri = proxy.upstream_uri(path, &original).unwrap();
+            assert_eq!(uri.to_string(), expected, "{upstream} {client}");
+        }
+        assert!(proxy("http://up:8000").origin.is_some());
+        assert!(proxy("http://up/openai").origin.is_none());
+    }
 }

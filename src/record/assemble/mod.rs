@@ -69,12 +69,12 @@ impl Api {
         if path.ends_with(":streamGenerateContent") || path.ends_with(":generateContent") {
             return Some(Api::Gemini);
         }
-        let last_two = path.rsplit('/').take(2).collect::<Vec<_>>();
-        match last_two.as_slice() {
-            ["completions", "chat", ..] => Some(Api::ChatCompletions),
-            ["completions", ..] => Some(Api::Completions),
-            ["responses", ..] => Some(Api::Responses),
-            ["messages", ..] => Some(Api::AnthropicMessages),
+        let mut segments = path.rsplit('/');
+        match (segments.next(), segments.next()) {
+            (Some("completions"), Some("chat")) => Some(Api::ChatCompletions),
+            (Some("completions"), _) => Some(Api::Completions),
+            (Some("responses"), _) => Some(Api::Responses),
+            (Some("messages"), _) => Some(Api::AnthropicMessages),
             _ => None,
         }
     }
