@@ -48,10 +48,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Prepares the client's request headers for the upstream.
-pub fn to_upstream(headers: &mut HeaderMap, client_ip: IpAddr) {
+/// Prepares the client's request headers for the upstream: `Host` becomes
+/// `host` when given (the upstream's, written once), else is left to the
+/// client library.
+pub fn to_upstream(headers: &mut HeaderMap, client_ip: IpAddr, host: Option<&HeaderValue>) {
     strip_hop_by_hop(headers);
-    headers.remove(header::HOST);
+    match host {
+        Some(host) => headers.insert(header::HOST, host.clone()),
+        None => headers.remove(header::HOST),
+    };
     let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(earlier) => HeaderValue::try_from(format!("{earlier}, {client_ip}")).ok(),
         None => Some(ip_value(client_ip)),
@@ -137,7 +142,7 @@ mod tests {
     #[test]
     fn forwarded_headers_are_added_and_appended() {
         let mut headers = map(&[("host", "tether:8080"), ("x-forwarded-for", "203.0.113.7")]);
-        to_upstream(&mut headers, "10.0.0.2".parse().unwrap());
+        to_upstream(&mut headers, "10.0.0.2".parse().unwrap(), None);
         assert_eq!(
             headers.get("host"),
             None,
@@ -145,13 +150,17 @@ mod tests {
         );
         assert_eq!(headers["x-forwarded-for"], "203.0.113.7, 10.0.0.2");
         assert_eq!(headers["x-forwarded-proto"], "http");
+        let mut headers = map(&[("host", "tether:8080")]);
+        let upstream = HeaderValue::from_static("up:8000");
+        to_upstream(&mut headers, "10.0.0.2".parse().unwrap(), Some(&upstream));
+        assert_eq!(headers["host"], "up:8000", "or by tether, the upstream's");
     }
 
     #[test]
     fn each_request_names_its_own_client_and_plain_headers_are_left_alone() {
         for ip in ["10.0.0.2", "10.0.0.3", "10.0.0.3", "::1", "10.0.0.2"] {
             let mut headers = map(&[("content-type", "application/json"), ("x-custom", "1")]);
-            to_upstream(&mut headers, ip.parse().unwrap());
+            to_upstream(&mut headers, ip.parse().unwrap(), None);
             assert_eq!(headers["x-forwarded-for"], ip);
             assert_eq!(headers.len(), 4, "{headers:?}");
         }

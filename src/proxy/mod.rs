@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::{Authority, Scheme};
-use http::{Extensions, Request, Response, Uri, Version, header};
+use http::{Extensions, HeaderValue, Request, Response, Uri, Version, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 
@@ -39,6 +39,11 @@ pub struct Proxy {
     /// request's path and query then go out as hyper parsed them, rather
     /// than written out after `base` and parsed again (2,000 instructions).
     origin: Option<(Scheme, Authority)>,
+    /// The `Host` of an `http://` upstream, written once, as hyper-util
+    /// would write it for every request (800 instructions). An `https://`
+    /// one may speak HTTP/2, which names the host in `:authority` instead,
+    /// so there hyper-util decides.
+    host: Option<HeaderValue>,
     settings: UpstreamSettings,
     max_request_bytes: u64,
 }
@@ -53,10 +58,22 @@ impl Proxy {
                 let parts = uri.into_parts();
                 Some((parts.scheme?, parts.authority?))
             });
+        let host = Uri::try_from(base.as_str())
+            .ok()
+            .filter(|uri| uri.scheme() == Some(&Scheme::HTTP))
+            .and_then(|uri| {
+                let host = uri.host()?;
+                let value = match uri.port_u16() {
+                    Some(port) if port != 80 => format!("{host}:{port}"),
+                    _ => host.to_owned(),
+                };
+                HeaderValue::try_from(value).ok()
+            });
         Ok(Proxy {
             client: client::build(settings)?,
             base,
             origin,
+            host,
             settings: settings.clone(),
             max_request_bytes,
         })
@@ -136,7 +153,7 @@ impl Proxy {
         parts.uri = self.upstream_uri(path, &parts.uri)?;
         parts.version = Version::HTTP_11;
         parts.extensions = Extensions::new();
-        headers::to_upstream(&mut parts.headers, client_ip);
+        headers::to_upstream(&mut parts.headers, client_ip, self.host.as_ref());
         parts.headers.extend(upgrade.clone());
         let upstream_req = Request::from_parts(parts, body);
 
@@ -318,5 +335,19 @@ mod tests {
         }
         assert!(proxy("http://up:8000").origin.is_some());
         assert!(proxy("http://up/openai").origin.is_none());
+    }
+
+    #[test]
+    fn a_plain_http_upstream_gets_its_host_written_once_as_hyper_util_writes_it() {
+        let host = |url: &str| proxy(url).host.map(|h| h.to_str().unwrap().to_owned());
+        assert_eq!(host("http://up:8000").as_deref(), Some("up:8000"));
+        assert_eq!(host("http://up:80/openai").as_deref(), Some("up"));
+        assert_eq!(host("http://[::1]:9").as_deref(), Some("[::1]:9"));
+        assert_eq!(host("http://127.0.0.1").as_deref(), Some("127.0.0.1"));
+        assert_eq!(
+            host("https://api.example.com"),
+            None,
+            "HTTP/2 may be spoken"
+        );
     }
 }
