@@ -10,7 +10,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::proxy::{ClientError, Proxy};
-use crate::record::history_writer::HistoryWriter;
+use crate::record::history_writer::{HistoryWriter, QueueBounds};
 use crate::store::{self, CheckpointStore, Store, StoreError};
 use crate::stream::Registry;
 
@@ -68,7 +68,10 @@ impl App {
         let history = Arc::new(HistoryWriter::spawn(
             stores.history.clone(),
             metrics.clone(),
-            settings.store_queue_capacity,
+            QueueBounds {
+                turns: settings.store_queue_capacity,
+                bytes: settings.store_queue_max_bytes,
+            },
             settings.store_writers,
         ));
         Ok(Arc::new(App {

@@ -67,6 +67,8 @@ pub struct Settings {
     pub store: StoreSettings,
     /// History turns that may wait for the store (write-behind queue).
     pub store_queue_capacity: usize,
+    /// The write-behind queue's weight bound (`store.queue_max_mb`).
+    pub store_queue_max_bytes: usize,
     /// History writer tasks (`store.writers`).
     pub store_writers: usize,
     /// What the embedded store may hold before it evicts (`store.memory_max_mb`).
@@ -273,6 +275,8 @@ impl RawSettings {
             store: self.redis.validate()?,
             store_queue_capacity: positive("store.queue_capacity", self.store.queue_capacity)?
                 as usize,
+            store_queue_max_bytes: positive("store.queue_max_mb", self.store.queue_max_mb)?
+                .saturating_mul(1024 * 1024) as usize,
             store_writers: match self.store.writers {
                 1..=16 => self.store.writers as usize,
                 _ => return Err(ConfigError::invalid("store.writers", "must be 1 to 16")),

@@ -39,6 +39,7 @@ pub struct Metrics {
     pub cancels: Counter,
     /// History turns waiting in the write-behind queue.
     pub history_queue_depth: Gauge,
+    pub history_queue_bytes: Gauge,
     /// Store commands that failed (each retry counts).
     pub store_errors: Counter,
     /// Requests by route class, status and upstream status class.
@@ -193,6 +194,12 @@ impl Metrics {
             "History turns waiting in the write-behind queue",
             history_queue_depth.clone(),
         );
+        let history_queue_bytes = Gauge::default();
+        registry.register(
+            "history_queue_bytes",
+            "What the history turns waiting in the write-behind queue weigh (their messages, and 256 bytes a turn), bounded by store.queue_max_mb",
+            history_queue_bytes.clone(),
+        );
         let store_errors = Counter::default();
         registry.register(
             "store_errors",
@@ -258,6 +265,7 @@ impl Metrics {
             detached_streams,
             recorded_bytes,
             history_queue_depth,
+            history_queue_bytes,
             store_errors,
             checkpointed_events,
             checkpoint_dropped,

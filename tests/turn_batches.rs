@@ -176,7 +176,7 @@ async fn a_batch_too_long_for_one_call_is_split_and_stored_whole() {
 #[tokio::test]
 async fn a_turn_redis_refuses_in_the_middle_of_a_batch_costs_only_itself() {
     use tether::metrics::Metrics;
-    use tether::record::history_writer::{HistoryWriter, PendingTurn};
+    use tether::record::history_writer::{HistoryWriter, PendingTurn, QueueBounds};
     let redis = RedisServer::start();
     let store = redis.store().await;
     let sessions = sessions();
@@ -186,7 +186,15 @@ async fn a_turn_redis_refuses_in_the_middle_of_a_batch_costs_only_itself() {
     assert!(redis.cli(&["SET", &bravo_meta, "not a hash"]).is_some());
 
     let metrics = Arc::new(Metrics::new());
-    let writer = HistoryWriter::spawn(store.clone(), metrics.clone(), 1000, 1);
+    let writer = HistoryWriter::spawn(
+        store.clone(),
+        metrics.clone(),
+        QueueBounds {
+            turns: 1000,
+            bytes: usize::MAX,
+        },
+        1,
+    );
     // On this current-thread runtime the writer cannot run while the turns
     // are submitted: they make one batch, bravo's in its middle.
     for (tenant, session, turn) in interleaved(&sessions, 2) {

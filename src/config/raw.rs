@@ -126,6 +126,7 @@ impl Default for Redis {
 #[serde(default, deny_unknown_fields)]
 pub struct StoreQueue {
     pub queue_capacity: u64,
+    pub queue_max_mb: u64,
     pub writers: u64,
     pub memory_max_mb: u64,
 }
@@ -133,7 +134,8 @@ pub struct StoreQueue {
 impl Default for StoreQueue {
     fn default() -> Self {
         Self {
-            queue_capacity: 10_000,
+            queue_capacity: 100_000,
+            queue_max_mb: 256,
             writers: 2,
             memory_max_mb: 512,
         }

@@ -212,6 +212,7 @@ fn a_bad_value_is_one_line_naming_its_key() {
             &[("TETHER_STORE__MEMORY_MAX_MB", "0")],
             "store.memory_max_mb",
         ),
+        (&[("TETHER_STORE__QUEUE_MAX_MB", "0")], "store.queue_max_mb"),
         (&[("TETHER_SERVER__LISTN", "0.0.0.0:1")], "listn"),
     ];
     for (vars, key) in cases {

@@ -7,7 +7,10 @@
 //! saturated with long conversations outruns it, and a second writer's round
 //! trips overlap the first's (fewer drops), at the price of smaller batches
 //! when the load is ordinary (more CPU per request): BENCHMARKS.md has both.
-//! The queues share one bound, `store.queue_capacity` turns. When the
+//! The queues share two bounds, `store.queue_capacity` turns and
+//! `store.queue_max_mb` of their messages (a turn of a long conversation
+//! weighs a hundred short ones), so a burst that Redis takes a while to
+//! store, or an outage, waits in memory that stays bounded. When the
 //! store is down each writer retries the batch at the head of its queue with
 //! backoff, so turns wait (in order) instead of being lost, and are flushed
 //! when the store returns. A turn that does not fit in the
@@ -36,6 +39,30 @@ const WRITE_BATCH: usize = 256;
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 
+/// What a queued turn weighs beyond its messages' bytes (the turn, its
+/// session and tenant, the queue's slot), so that the byte bound bounds
+/// memory even for turns of empty messages.
+const TURN_OVERHEAD_BYTES: usize = 256;
+
+/// The bounds of the write-behind queue, over all writers.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueBounds {
+    pub turns: usize,
+    /// The queued turns' weight ([`weight`]).
+    pub bytes: usize,
+}
+
+/// What a turn weighs in the queue: its messages' bytes and its overhead.
+fn weight(turn: &Turn) -> usize {
+    let messages: usize = turn
+        .if_new
+        .iter()
+        .chain(&turn.messages)
+        .map(|m| m.as_bytes().len())
+        .sum();
+    TURN_OVERHEAD_BYTES + messages
+}
+
 /// A store error that retrying will not fix (corrupt data, a wrong type) is
 /// tried this often before the turn is dropped, so it cannot block the queue.
 const PERMANENT_ATTEMPTS: u32 = 3;
@@ -57,9 +84,10 @@ pub struct HistoryWriter {
     /// One queue per writer task; `None` once draining began.
     tx: std::sync::Mutex<Option<Vec<mpsc::UnboundedSender<PendingTurn>>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    /// Turns queued over all writers, bounded by `capacity`.
+    /// Turns queued over all writers, and their weight, within `bounds`.
     depth: Arc<AtomicUsize>,
-    capacity: usize,
+    bytes: Arc<AtomicUsize>,
+    bounds: QueueBounds,
     /// How many writer tasks there are (fixed at start).
     writers: usize,
     /// Spreads sessions over the writers. Not SipHash: no table is built
@@ -74,15 +102,20 @@ impl HistoryWriter {
     pub fn spawn(
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
-        capacity: usize,
+        bounds: QueueBounds,
         writers: usize,
     ) -> HistoryWriter {
         let writers = writers.max(1);
         let depth = Arc::new(AtomicUsize::new(0));
+        let bytes = Arc::new(AtomicUsize::new(0));
         let (senders, tasks): (Vec<_>, _) = (0..writers)
             .map(|_| {
                 let (tx, rx) = mpsc::unbounded_channel();
-                let task = tokio::spawn(run(store.clone(), metrics.clone(), rx, depth.clone()));
+                let queued = Queued {
+                    depth: depth.clone(),
+                    bytes: bytes.clone(),
+                };
+                let task = tokio::spawn(run(store.clone(), metrics.clone(), rx, queued));
                 (tx, task)
             })
             .unzip();
@@ -90,7 +123,8 @@ impl HistoryWriter {
             tx: std::sync::Mutex::new(Some(senders)),
             tasks: Mutex::new(tasks),
             depth,
-            capacity,
+            bytes,
+            bounds,
             writers,
             hasher: foldhash::fast::RandomState::default(),
             metrics,
@@ -99,9 +133,16 @@ impl HistoryWriter {
 
     /// Queues a turn without waiting; a full queue drops it (counted, logged).
     pub fn submit(&self, turn: PendingTurn) {
-        if self.depth.fetch_add(1, Ordering::Relaxed) >= self.capacity {
+        if self.depth.fetch_add(1, Ordering::Relaxed) >= self.bounds.turns {
             self.depth.fetch_sub(1, Ordering::Relaxed);
             self.dropped(turn, "history queue full");
+            return;
+        }
+        let weight = weight(&turn.turn);
+        if self.bytes.fetch_add(weight, Ordering::Relaxed) + weight > self.bounds.bytes {
+            self.bytes.fetch_sub(weight, Ordering::Relaxed);
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+            self.dropped(turn, "history queue over store.queue_max_mb");
             return;
         }
         let writer = self.writer_of(&turn.tenant, &turn.session);
@@ -111,6 +152,7 @@ impl HistoryWriter {
         };
         if let Err(turn) = sent {
             self.depth.fetch_sub(1, Ordering::Relaxed);
+            self.bytes.fetch_sub(weight, Ordering::Relaxed);
             self.dropped(turn, "shutting down");
         }
     }
@@ -137,6 +179,11 @@ impl HistoryWriter {
         self.depth.load(Ordering::Relaxed)
     }
 
+    /// What the turns waiting to be written weigh ([`weight`]).
+    pub fn queued_bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
     /// Stops taking turns and waits up to `limit` for the queue to be written.
     pub async fn drain(&self, limit: Duration) {
         drop(self.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
@@ -154,11 +201,17 @@ impl HistoryWriter {
     }
 }
 
+/// The queue's counts, shared by the writers and `submit`.
+struct Queued {
+    depth: Arc<AtomicUsize>,
+    bytes: Arc<AtomicUsize>,
+}
+
 async fn run(
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     mut rx: mpsc::UnboundedReceiver<PendingTurn>,
-    depth: Arc<AtomicUsize>,
+    queued: Queued,
 ) {
     // Reused from batch to batch: (tenant, session, turn) is the shape the
     // store takes, so turns move into it without a copy.
@@ -172,10 +225,15 @@ async fn run(
             waiting.push(pending.done);
         }
         let stored = write_batch(&*store, &turns, &metrics).await;
-        depth.fetch_sub(turns.len(), Ordering::Relaxed);
+        let weight: usize = turns.iter().map(|(_, _, turn)| weight(turn)).sum();
+        queued.depth.fetch_sub(turns.len(), Ordering::Relaxed);
+        queued.bytes.fetch_sub(weight, Ordering::Relaxed);
         metrics
             .history_queue_depth
-            .set(depth.load(Ordering::Relaxed) as i64);
+            .set(queued.depth.load(Ordering::Relaxed) as i64);
+        metrics
+            .history_queue_bytes
+            .set(queued.bytes.load(Ordering::Relaxed) as i64);
         for (done, stored) in waiting.drain(..).zip(stored) {
             if let Some(done) = done {
                 let _ = done.send(stored);
@@ -286,6 +344,14 @@ mod tests {
         }
     }
 
+    /// A bound of `turns` turns, and bytes enough for them.
+    fn turns(turns: usize) -> QueueBounds {
+        QueueBounds {
+            turns,
+            bytes: usize::MAX,
+        }
+    }
+
     fn memory_store() -> (Arc<MemoryStore>, Arc<Metrics>) {
         let retention = Retention {
             history_ttl: Duration::from_secs(60),
@@ -303,7 +369,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn each_sessions_turns_are_written_in_the_order_they_were_submitted() {
         let (store, metrics) = memory_store();
-        let writer = HistoryWriter::spawn(store.clone(), metrics.clone(), 10_000, 3);
+        let writer = HistoryWriter::spawn(store.clone(), metrics.clone(), turns(10_000), 3);
         let sessions = sessions(20);
         for n in 0..50 {
             for session in &sessions {
@@ -333,7 +399,7 @@ mod tests {
         let (store, metrics) = memory_store();
         // On a current-thread runtime the writers cannot run while this
         // test submits: every turn past the capacity finds the queues full.
-        let writer = HistoryWriter::spawn(store, metrics.clone(), 100, 2);
+        let writer = HistoryWriter::spawn(store, metrics.clone(), turns(100), 2);
         let sessions = sessions(40);
         for n in 0..3 {
             for session in &sessions {
@@ -345,5 +411,28 @@ mod tests {
         writer.drain(Duration::from_secs(10)).await;
         assert_eq!(metrics.history_turns.get(), 100);
         assert_eq!(writer.depth(), 0);
+    }
+
+    #[tokio::test]
+    async fn past_its_bytes_a_turn_is_dropped_and_counted_whatever_the_turn_count() {
+        let (store, metrics) = memory_store();
+        let sessions = sessions(40);
+        let one = weight(&pending(&sessions[0], 0).turn);
+        // Room for ten turns' weight; a hundred would fit by count. As above,
+        // the writers cannot run while this test submits.
+        let bounds = QueueBounds {
+            turns: 100,
+            bytes: 10 * one,
+        };
+        let writer = HistoryWriter::spawn(store, metrics.clone(), bounds, 2);
+        for session in &sessions {
+            writer.submit(pending(session, 0));
+        }
+        assert_eq!(writer.depth(), 10);
+        assert_eq!(writer.queued_bytes(), 10 * one);
+        assert_eq!(metrics.history_dropped.get(), 30);
+        writer.drain(Duration::from_secs(10)).await;
+        assert_eq!(metrics.history_turns.get(), 10);
+        assert_eq!(writer.queued_bytes(), 0, "written turns leave the count");
     }
 }
