@@ -54,13 +54,7 @@ pub struct QueueBounds {
 
 /// What a turn weighs in the queue: its messages' bytes and its overhead.
 fn weight(turn: &Turn) -> usize {
-    let messages: usize = turn
-        .if_new
-        .iter()
-        .chain(&turn.messages)
-        .map(|m| m.as_bytes().len())
-        .sum();
-    TURN_OVERHEAD_BYTES + messages
+    TURN_OVERHEAD_BYTES + turn.message_bytes()
 }
 
 /// A store error that retrying will not fix (corrupt data, a wrong type) is

@@ -88,6 +88,17 @@ pub struct Turn {
     pub at_ms: u64,
 }
 
+impl Turn {
+    /// The bytes of its messages, first ones included.
+    pub fn message_bytes(&self) -> usize {
+        self.if_new
+            .iter()
+            .chain(&self.messages)
+            .map(|m| m.as_bytes().len())
+            .sum()
+    }
+}
+
 /// A message as stored: its JSON, serialized once by the recorder beside
 /// its response, so that the history writer tasks only copy bytes
 /// into their batches (serializing there made it the bottleneck of a busy

@@ -500,13 +500,7 @@ impl RedisStore {
         for (_, _, turn) in turns {
             let messages = turn.if_new.len() + turn.messages.len();
             args += 10 + messages;
-            let text: usize = turn
-                .if_new
-                .iter()
-                .chain(&turn.messages)
-                .map(|m| m.as_bytes().len())
-                .sum();
-            bytes += 300 + text;
+            bytes += 300 + turn.message_bytes();
         }
         let mut cmd = redis::Cmd::with_capacity(args, bytes);
         cmd.arg("EVALSHA")
