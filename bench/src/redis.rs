@@ -16,7 +16,7 @@ impl Redis {
     /// in an empty directory of its own under `logs`: started where a `dump.rdb`
     /// lies (a replica's snapshot, say), it would load it and, with it, a
     /// replication backlog that every write then feeds (a fifth more
-    /// instructions a turn, `bench/redis_turn_cost.sh`).
+    /// instructions a turn: BENCHMARKS.md, the evening of 2026-12-07).
     pub fn start(logs: &Path) -> Result<Redis, String> {
         let addr = free_addr();
         let dir = logs.join("redis-data");
