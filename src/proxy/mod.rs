@@ -51,15 +51,13 @@ pub struct Proxy {
 impl Proxy {
     pub fn new(settings: &UpstreamSettings, max_request_bytes: u64) -> Result<Proxy, ClientError> {
         let base = settings.url.as_str().trim_end_matches('/').to_string();
-        let origin = Uri::try_from(base.as_str())
-            .ok()
+        let uri = Uri::try_from(base.as_str()).ok();
+        let origin = uri
+            .as_ref()
             .filter(|uri| uri.path() == "/" && uri.query().is_none())
-            .and_then(|uri| {
-                let parts = uri.into_parts();
-                Some((parts.scheme?, parts.authority?))
-            });
-        let host = Uri::try_from(base.as_str())
-            .ok()
+            .and_then(|uri| Some((uri.scheme()?.clone(), uri.authority()?.clone())));
+        let host = uri
+            .as_ref()
             .filter(|uri| uri.scheme() == Some(&Scheme::HTTP))
             .and_then(|uri| {
                 let host = uri.host()?;

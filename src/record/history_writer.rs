@@ -76,11 +76,10 @@ pub struct PendingTurn {
 
 pub struct HistoryWriter {
     /// One queue per writer task; `None` once draining began.
-    tx: std::sync::Mutex<Option<Vec<mpsc::UnboundedSender<PendingTurn>>>>,
+    tx: std::sync::Mutex<Option<Vec<mpsc::UnboundedSender<Queued>>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    /// Turns queued over all writers, and their weight, within `bounds`.
-    depth: Arc<AtomicUsize>,
-    bytes: Arc<AtomicUsize>,
+    /// Over all writers, within `bounds`.
+    counts: Arc<QueueCounts>,
     bounds: QueueBounds,
     /// How many writer tasks there are (fixed at start).
     writers: usize,
@@ -100,24 +99,18 @@ impl HistoryWriter {
         writers: usize,
     ) -> HistoryWriter {
         let writers = writers.max(1);
-        let depth = Arc::new(AtomicUsize::new(0));
-        let bytes = Arc::new(AtomicUsize::new(0));
+        let counts = Arc::new(QueueCounts::default());
         let (senders, tasks): (Vec<_>, _) = (0..writers)
             .map(|_| {
                 let (tx, rx) = mpsc::unbounded_channel();
-                let queued = Queued {
-                    depth: depth.clone(),
-                    bytes: bytes.clone(),
-                };
-                let task = tokio::spawn(run(store.clone(), metrics.clone(), rx, queued));
+                let task = tokio::spawn(run(store.clone(), metrics.clone(), rx, counts.clone()));
                 (tx, task)
             })
             .unzip();
         HistoryWriter {
             tx: std::sync::Mutex::new(Some(senders)),
             tasks: Mutex::new(tasks),
-            depth,
-            bytes,
+            counts,
             bounds,
             writers,
             hasher: foldhash::fast::RandomState::default(),
@@ -127,27 +120,20 @@ impl HistoryWriter {
 
     /// Queues a turn without waiting; a full queue drops it (counted, logged).
     pub fn submit(&self, turn: PendingTurn) {
-        if self.depth.fetch_add(1, Ordering::Relaxed) >= self.bounds.turns {
-            self.depth.fetch_sub(1, Ordering::Relaxed);
-            self.dropped(turn, "history queue full");
-            return;
-        }
         let weight = weight(&turn.turn);
-        if self.bytes.fetch_add(weight, Ordering::Relaxed) + weight > self.bounds.bytes {
-            self.bytes.fetch_sub(weight, Ordering::Relaxed);
-            self.depth.fetch_sub(1, Ordering::Relaxed);
-            self.dropped(turn, "history queue over store.queue_max_mb");
+        if let Err(why) = self.counts.take(weight, self.bounds) {
+            self.dropped(turn, why);
             return;
         }
         let writer = self.writer_of(&turn.tenant, &turn.session);
+        let queued = Queued { turn, weight };
         let sent = match &*self.tx.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(senders) => senders[writer].send(turn).map_err(|e| e.0),
-            None => Err(turn),
+            Some(senders) => senders[writer].send(queued).map_err(|e| e.0),
+            None => Err(queued),
         };
-        if let Err(turn) = sent {
-            self.depth.fetch_sub(1, Ordering::Relaxed);
-            self.bytes.fetch_sub(weight, Ordering::Relaxed);
-            self.dropped(turn, "shutting down");
+        if let Err(queued) = sent {
+            self.counts.release(1, weight);
+            self.dropped(queued.turn, "shutting down");
         }
     }
 
@@ -170,12 +156,12 @@ impl HistoryWriter {
 
     /// Turns waiting to be written.
     pub fn depth(&self) -> usize {
-        self.depth.load(Ordering::Relaxed)
+        self.counts.turns.load(Ordering::Relaxed)
     }
 
     /// What the turns waiting to be written weigh ([`weight`]).
     pub fn queued_bytes(&self) -> usize {
-        self.bytes.load(Ordering::Relaxed)
+        self.counts.bytes.load(Ordering::Relaxed)
     }
 
     /// Stops taking turns and waits up to `limit` for the queue to be written.
@@ -195,39 +181,70 @@ impl HistoryWriter {
     }
 }
 
-/// The queue's counts, shared by the writers and `submit`.
+/// A turn in a writer's queue, with the weight it was counted at.
 struct Queued {
-    depth: Arc<AtomicUsize>,
-    bytes: Arc<AtomicUsize>,
+    turn: PendingTurn,
+    weight: usize,
+}
+
+/// What the queues hold over all writers, shared by the writers and `submit`.
+#[derive(Default)]
+struct QueueCounts {
+    turns: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+impl QueueCounts {
+    /// Counts a turn of `weight` in, or says which bound it would pass.
+    fn take(&self, weight: usize, bounds: QueueBounds) -> Result<(), &'static str> {
+        if self.turns.fetch_add(1, Ordering::Relaxed) >= bounds.turns {
+            self.turns.fetch_sub(1, Ordering::Relaxed);
+            return Err("history queue full");
+        }
+        if self.bytes.fetch_add(weight, Ordering::Relaxed) + weight > bounds.bytes {
+            self.release(1, weight);
+            return Err("history queue over store.queue_max_mb");
+        }
+        Ok(())
+    }
+
+    fn release(&self, turns: usize, bytes: usize) {
+        self.turns.fetch_sub(turns, Ordering::Relaxed);
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
 }
 
 async fn run(
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
-    mut rx: mpsc::UnboundedReceiver<PendingTurn>,
-    queued: Queued,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
+    counts: Arc<QueueCounts>,
 ) {
     // Reused from batch to batch: (tenant, session, turn) is the shape the
     // store takes, so turns move into it without a copy.
     let mut turns: Vec<(Tenant, SessionId, Turn)> = Vec::with_capacity(WRITE_BATCH);
     let mut waiting: Vec<Option<oneshot::Sender<bool>>> = Vec::with_capacity(WRITE_BATCH);
-    let mut received: Vec<PendingTurn> = Vec::with_capacity(WRITE_BATCH);
+    let mut received: Vec<Queued> = Vec::with_capacity(WRITE_BATCH);
     // Group commit: whatever else is waiting goes along, in order.
     while rx.recv_many(&mut received, WRITE_BATCH).await > 0 {
-        for pending in received.drain(..) {
+        let mut weight = 0;
+        for Queued {
+            turn: pending,
+            weight: w,
+        } in received.drain(..)
+        {
             turns.push((pending.tenant, pending.session, pending.turn));
             waiting.push(pending.done);
+            weight += w;
         }
         let stored = write_batch(&*store, &turns, &metrics).await;
-        let weight: usize = turns.iter().map(|(_, _, turn)| weight(turn)).sum();
-        queued.depth.fetch_sub(turns.len(), Ordering::Relaxed);
-        queued.bytes.fetch_sub(weight, Ordering::Relaxed);
+        counts.release(turns.len(), weight);
         metrics
             .history_queue_depth
-            .set(queued.depth.load(Ordering::Relaxed) as i64);
+            .set(counts.turns.load(Ordering::Relaxed) as i64);
         metrics
             .history_queue_bytes
-            .set(queued.bytes.load(Ordering::Relaxed) as i64);
+            .set(counts.bytes.load(Ordering::Relaxed) as i64);
         for (done, stored) in waiting.drain(..).zip(stored) {
             if let Some(done) = done {
                 let _ = done.send(stored);
