@@ -1,7 +1,8 @@
 //! The upstream's response body on its way to the client. Frames pass
 //! through as they arrive, untouched; the wrapper only notices an upstream
 //! that goes silent for longer than `upstream.idle_timeout_secs` and ends the
-//! client's stream with an error instead of letting it hang.
+//! client's stream with an error instead of letting it hang. Once it has
+//! read the last frame, it gives the connection back to the plain pool.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -12,6 +13,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use super::pool::Lease;
 use crate::body::BoxError;
 
 /// The upstream sent nothing for longer than the idle timeout.
@@ -27,16 +29,25 @@ pub struct UpstreamBody {
     /// a timer-wheel update.
     last_frame: Instant,
     timer: Pin<Box<Sleep>>,
+    /// The plain pool's connection, given back at the end.
+    lease: Option<Lease>,
 }
 
 impl UpstreamBody {
-    pub fn new(inner: Incoming, idle: Duration) -> Self {
+    pub fn new(inner: Incoming, idle: Duration, lease: Option<Lease>) -> Self {
         let now = Instant::now();
         Self {
             inner,
             idle,
             last_frame: now,
             timer: Box::pin(tokio::time::sleep_until(now + idle)),
+            lease,
+        }
+    }
+
+    fn give_back(&mut self) {
+        if let Some(lease) = self.lease.as_mut() {
+            lease.give_back();
         }
     }
 
@@ -65,10 +76,17 @@ impl HttpBody for UpstreamBody {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.last_frame = Instant::now();
+                // hyper's server may not ask again once the length is read.
+                if this.inner.is_end_stream() {
+                    this.give_back();
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                this.give_back();
+                Poll::Ready(None)
+            }
             Poll::Pending => match this.poll_idle(cx) {
                 Poll::Ready(timeout) => Poll::Ready(Some(Err(timeout.into()))),
                 Poll::Pending => Poll::Pending,

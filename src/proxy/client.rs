@@ -1,9 +1,9 @@
-//! The pooled upstream client: HTTP/1.1 keep-alive to any upstream, HTTP/2
-//! to HTTPS upstreams that offer it through ALPN, certificates verified
-//! against the webpki roots plus an optional CA file for private endpoints.
+//! The pooled client of `https://` upstreams: HTTP/2 to those that offer it
+//! through ALPN, else HTTP/1.1 keep-alive, certificates verified against
+//! the webpki roots plus an optional CA file for private endpoints.
+//! (`http://` upstreams have the plain pool, `pool.rs`.)
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
@@ -13,14 +13,11 @@ use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
+use super::pool::TCP_KEEPALIVE;
 use crate::body::Body;
 use crate::config::UpstreamSettings;
 
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
-
-/// TCP keep-alive on upstream sockets, so a dead peer behind a NAT is noticed
-/// while a long stream is quiet.
-const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -6,6 +6,7 @@ mod body;
 mod client;
 mod error;
 pub mod headers;
+mod pool;
 mod upgrade;
 
 use std::error::Error as StdError;
@@ -32,12 +33,17 @@ use crate::config::UpstreamSettings;
 pub struct UpstreamTiming(pub Duration);
 
 pub struct Proxy {
-    client: client::UpstreamClient,
-    /// `scheme://authority/base-path` of the upstream, no trailing slash.
-    base: String,
-    /// The upstream's scheme and authority when its URL has no path: a
-    /// request's path and query then go out as hyper parsed them, rather
-    /// than written out after `base` and parsed again (2,000 instructions).
+    upstream: Upstream,
+    /// What goes before a request's path: the upstream URL without its
+    /// trailing slash, or only its path for the plain pool, which sends
+    /// HTTP/1's origin form.
+    prefix: String,
+    /// The upstream URL has no path: a request's path and query then go out
+    /// as hyper parsed them, rather than written out after `prefix` and
+    /// parsed again (2,000 instructions).
+    bare_path: bool,
+    /// The upstream's scheme and authority, for hyper-util's client, which
+    /// takes absolute URIs.
     origin: Option<(Scheme, Authority)>,
     /// The `Host` of an `http://` upstream, written once, as hyper-util
     /// would write it for every request (800 instructions). An `https://`
@@ -48,30 +54,61 @@ pub struct Proxy {
     max_request_bytes: u64,
 }
 
+/// How requests reach the upstream.
+enum Upstream {
+    /// `http://`: HTTP/1.1 keep-alive connections kept by hand.
+    Plain(pool::PlainPool),
+    /// `https://`: hyper-util's client, for TLS and HTTP/2 through ALPN.
+    Client(Box<client::UpstreamClient>),
+}
+
 impl Proxy {
     pub fn new(settings: &UpstreamSettings, max_request_bytes: u64) -> Result<Proxy, ClientError> {
         let base = settings.url.as_str().trim_end_matches('/').to_string();
         let uri = Uri::try_from(base.as_str()).ok();
-        let origin = uri
+        let bare_path = uri
             .as_ref()
-            .filter(|uri| uri.path() == "/" && uri.query().is_none())
-            .and_then(|uri| Some((uri.scheme()?.clone(), uri.authority()?.clone())));
-        let host = uri
+            .is_some_and(|uri| uri.path() == "/" && uri.query().is_none());
+        let plain = uri
             .as_ref()
             .filter(|uri| uri.scheme() == Some(&Scheme::HTTP))
-            .and_then(|uri| {
-                let host = uri.host()?;
-                let value = match uri.port_u16() {
-                    Some(port) if port != 80 => format!("{host}:{port}"),
-                    _ => host.to_owned(),
-                };
-                HeaderValue::try_from(value).ok()
+            .and_then(|uri| Some((uri.host()?.to_owned(), uri.port_u16().unwrap_or(80))));
+        let Some((host, port)) = plain else {
+            let origin = uri
+                .as_ref()
+                .and_then(|uri| Some((uri.scheme()?.clone(), uri.authority()?.clone())));
+            return Ok(Proxy {
+                upstream: Upstream::Client(Box::new(client::build(settings)?)),
+                prefix: base,
+                bare_path,
+                origin,
+                host: None,
+                settings: settings.clone(),
+                max_request_bytes,
             });
+        };
+        let header = match port {
+            80 => host.clone(),
+            port => format!("{host}:{port}"),
+        };
+        let path = uri.as_ref().map_or("", |uri| uri.path());
+        let pool = pool::PlainPool::new(pool::PoolSettings {
+            // An IPv6 literal without its brackets, for the socket address.
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port,
+            connect_timeout: settings.connect_timeout,
+            idle_timeout: settings.pool_idle_timeout,
+            max_idle: settings.pool_max_idle_per_host,
+        });
         Ok(Proxy {
-            client: client::build(settings)?,
-            base,
-            origin,
-            host,
+            upstream: Upstream::Plain(pool),
+            prefix: path.trim_end_matches('/').to_owned(),
+            bare_path,
+            origin: None,
+            host: HeaderValue::try_from(header).ok(),
             settings: settings.clone(),
             max_request_bytes,
         })
@@ -156,13 +193,10 @@ impl Proxy {
         let upstream_req = Request::from_parts(parts, body);
 
         let started = Instant::now();
-        let response = tokio::time::timeout(
-            self.settings.header_timeout,
-            self.client.request(upstream_req),
-        )
-        .await
-        .map_err(|_| ProxyError::HeaderTimeout(self.settings.header_timeout))?
-        .map_err(|e| self.classify(e))?;
+        let (response, lease) =
+            tokio::time::timeout(self.settings.header_timeout, self.request(upstream_req))
+                .await
+                .map_err(|_| ProxyError::HeaderTimeout(self.settings.header_timeout))??;
         let upstream_time = started.elapsed();
 
         let (mut parts, body) = response.into_parts();
@@ -185,17 +219,39 @@ impl Proxy {
         if let Some(on_upgrade) = on_upgrade.filter(|_| !upgrade.is_empty()) {
             parts.extensions.insert(on_upgrade);
         }
-        let body = UpstreamBody::new(body, self.settings.idle_timeout);
+        let body = UpstreamBody::new(body, self.settings.idle_timeout, lease);
         Ok(Response::from_parts(parts, body))
     }
 
+    /// Sends the request and, from the plain pool, the lease of its
+    /// connection.
+    async fn request(
+        &self,
+        req: Request<Body>,
+    ) -> Result<(Response<Incoming>, Option<pool::Lease>), ProxyError> {
+        match &self.upstream {
+            Upstream::Plain(pool) => match pool.send(req).await {
+                Ok((response, lease)) => Ok((response, Some(lease))),
+                Err(e) => Err(self.classify_plain(e)),
+            },
+            Upstream::Client(client) => match client.request(req).await {
+                Ok(response) => Ok((response, None)),
+                Err(e) => Err(self.classify(e)),
+            },
+        }
+    }
+
     /// The upstream's URI for `path` (the client's `original` path, or what
-    /// is left of it after a session prefix) and the client's query.
+    /// is left of it after a session prefix) and the client's query:
+    /// absolute for hyper-util's client, in origin form for the plain pool.
     fn upstream_uri(&self, path: &str, original: &Uri) -> Result<Uri, ProxyError> {
-        if let Some((scheme, authority)) = &self.origin
+        if self.bare_path
             && original.path() == path
             && let Some(path_and_query) = original.path_and_query()
         {
+            let Some((scheme, authority)) = &self.origin else {
+                return Ok(Uri::from(path_and_query.clone()));
+            };
             let mut parts = http::uri::Parts::default();
             parts.scheme = Some(scheme.clone());
             parts.authority = Some(authority.clone());
@@ -204,15 +260,34 @@ impl Proxy {
         }
         let query = original.query();
         // Pushed rather than `format!`ed: this runs on every request.
-        let mut uri =
-            String::with_capacity(self.base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
-        uri.push_str(&self.base);
+        let mut uri = String::with_capacity(
+            self.prefix.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+        );
+        uri.push_str(&self.prefix);
         uri.push_str(path);
         if let Some(q) = query {
             uri.push('?');
             uri.push_str(q);
         }
         Ok(Uri::try_from(uri).map_err(http::Error::from)?)
+    }
+
+    fn classify_plain(&self, error: pool::PoolError) -> ProxyError {
+        match error {
+            pool::PoolError::ConnectTimeout => {
+                ProxyError::ConnectTimeout(self.settings.connect_timeout)
+            }
+            pool::PoolError::Connect(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                ProxyError::ConnectTimeout(self.settings.connect_timeout)
+            }
+            e @ pool::PoolError::Connect(_) => ProxyError::Unreachable(chain(&e)),
+            pool::PoolError::Http(e) if find_source::<LengthLimitError>(&e).is_some() => {
+                ProxyError::PayloadTooLarge {
+                    limit: self.max_request_bytes,
+                }
+            }
+            e @ pool::PoolError::Http(_) => ProxyError::UpstreamFailed(chain(&e)),
+        }
     }
 
     fn classify(&self, error: hyper_util::client::legacy::Error) -> ProxyError {
@@ -286,19 +361,21 @@ mod tests {
 
     #[test]
     fn the_upstream_uri_keeps_the_path_and_query_after_the_base() {
+        // In origin form for the plain pool (`http://`), absolute for
+        // hyper-util's client (`https://`).
         let cases = [
             // (upstream, client's URI, path left after a session prefix, expected)
             (
                 "http://up:8000",
                 "/v1/chat/completions",
                 "/v1/chat/completions",
-                "http://up:8000/v1/chat/completions",
+                "/v1/chat/completions",
             ),
             (
                 "http://up:8000/",
                 "/v1/models?limit=2&x=%20y",
                 "/v1/models",
-                "http://up:8000/v1/models?limit=2&x=%20y",
+                "/v1/models?limit=2&x=%20y",
             ),
             (
                 "https://api.example.com",
@@ -310,19 +387,19 @@ mod tests {
                 "http://up/openai",
                 "/v1/chat/completions?b",
                 "/v1/chat/completions",
-                "http://up/openai/v1/chat/completions?b",
+                "/openai/v1/chat/completions?b",
             ),
             (
                 "http://up/openai/",
                 "/s/x/v1/embeddings",
                 "/v1/embeddings",
-                "http://up/openai/v1/embeddings",
+                "/openai/v1/embeddings",
             ),
             (
                 "http://[::1]:9",
                 "/v1beta/models/gemini-1.5-pro:streamGenerateContent?alt=sse",
                 "/v1beta/models/gemini-1.5-pro:streamGenerateContent",
-                "http://[::1]:9/v1beta/models/gemini-1.5-pro:streamGenerateContent?alt=sse",
+                "/v1beta/models/gemini-1.5-pro:streamGenerateContent?alt=sse",
             ),
         ];
         for (upstream, client, path, expected) in cases {
@@ -331,8 +408,10 @@ mod tests {
             let uri = proxy.upstream_uri(path, &original).unwrap();
             assert_eq!(uri.to_string(), expected, "{upstream} {client}");
         }
-        assert!(proxy("http://up:8000").origin.is_some());
-        assert!(proxy("http://up/openai").origin.is_none());
+        assert!(proxy("http://up:8000").bare_path);
+        assert!(!proxy("http://up/openai").bare_path);
+        assert!(proxy("https://api.example.com").origin.is_some());
+        assert!(proxy("http://up:8000").origin.is_none(), "origin form");
     }
 
     #[test]
