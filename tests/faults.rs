@@ -254,3 +254,85 @@ async fn an_invalid_session_id_is_a_400_and_nothing_is_forwarded() {
         "no request with a bad session id was forwarded"
     );
 }
+
+/// An upstream that answers each request on a connection of its own and
+/// closes it: with `Connection: close`, or silently a moment after the
+/// answer (an idle timeout shorter than tether's). Returns its port and how
+/// many connections it accepted.
+async fn closing_upstream(announce: bool) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                // The request: its head, then as many bytes as it announces.
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                let body_start = loop {
+                    let n = socket.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "the connection closed before a request");
+                    request.extend_from_slice(&buf[..n]);
+                    if let Some(at) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break at + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&request[..body_start]).to_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                while request.len() < body_start + length {
+                    let n = socket.read(&mut buf).await.unwrap();
+                    request.extend_from_slice(&buf[..n]);
+                }
+                let body = r#"{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}"#;
+                let close = if announce {
+                    "connection: close\r\n"
+                } else {
+                    ""
+                };
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{close}\r\n{body}",
+                    body.len()
+                );
+                socket.write_all(response.as_bytes()).await.unwrap();
+                if !announce {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            });
+        }
+    });
+    (port, accepted)
+}
+
+#[tokio::test]
+async fn an_upstream_that_closes_its_connections_gets_a_new_one_for_each_request() {
+    for announce in [true, false] {
+        let (port, accepted) = closing_upstream(announce).await;
+        let tether = Tether::start(&format!("http://127.0.0.1:{port}")).await;
+        for i in 0..8 {
+            let response = client()
+                .post(tether.url("/v1/chat/completions"))
+                .body(chat_body(false))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "request {i}, announced: {announce}");
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(body["choices"][0]["message"]["content"], "ok");
+            // Past the silent close: the connection tether keeps is dead.
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            8,
+            "one connection a request, announced: {announce}"
+        );
+    }
+}
