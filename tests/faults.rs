@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{MockUpstream, Tether, chat_body, client};
+use common::{MockUpstream, Tether, chat_body, client, post_chat};
 use futures_util::StreamExt;
 
 async fn error_of(response: reqwest::Response) -> (u16, serde_json::Value) {
@@ -30,13 +30,7 @@ async fn an_upstream_that_refuses_connections_is_a_502() {
         .unwrap()
         .port();
     let tether = Tether::start(&format!("http://127.0.0.1:{port}")).await;
-    let response = client()
-        .post(tether.url("/v1/chat/completions"))
-        .body(chat_body(false))
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = error_of(response).await;
+    let (status, body) = error_of(post_chat(&tether, false).await).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"]["code"], "upstream_unreachable");
 }
@@ -317,12 +311,7 @@ async fn an_upstream_that_closes_its_connections_gets_a_new_one_for_each_request
         let (port, accepted) = closing_upstream(announce).await;
         let tether = Tether::start(&format!("http://127.0.0.1:{port}")).await;
         for i in 0..8 {
-            let response = client()
-                .post(tether.url("/v1/chat/completions"))
-                .body(chat_body(false))
-                .send()
-                .await
-                .unwrap();
+            let response = post_chat(&tether, false).await;
             assert_eq!(response.status(), 200, "request {i}, announced: {announce}");
             let body: serde_json::Value = response.json().await.unwrap();
             assert_eq!(body["choices"][0]["message"]["content"], "ok");

@@ -291,13 +291,18 @@ mod tests {
         String::from_utf8(body.to_vec()).unwrap()
     }
 
+    /// One request through the pool, read to its end.
+    async fn fetch(pool: &PlainPool) -> String {
+        let (response, lease) = pool.send(get()).await.unwrap();
+        read(response, lease).await
+    }
+
     #[tokio::test]
     async fn requests_one_after_another_share_one_connection() {
         let (port, accepted) = upstream(false).await;
         let pool = pool(port, Duration::from_secs(60), 8);
         for _ in 0..20 {
-            let (response, lease) = pool.send(get()).await.unwrap();
-            assert_eq!(read(response, lease).await, "hello");
+            assert_eq!(fetch(&pool).await, "hello");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
         assert_eq!(pool.idle_count(), 1);
@@ -309,8 +314,7 @@ mod tests {
         let pool = pool(port, Duration::from_secs(60), 8);
         let (response, lease) = pool.send(get()).await.unwrap();
         drop((response, lease));
-        let (response, lease) = pool.send(get()).await.unwrap();
-        assert_eq!(read(response, lease).await, "hello");
+        assert_eq!(fetch(&pool).await, "hello");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
@@ -319,8 +323,7 @@ mod tests {
         let (port, accepted) = upstream(true).await;
         let pool = pool(port, Duration::from_secs(60), 8);
         for _ in 0..5 {
-            let (response, lease) = pool.send(get()).await.unwrap();
-            assert_eq!(read(response, lease).await, "hello");
+            assert_eq!(fetch(&pool).await, "hello");
             // The upstream's close reaches the connection's task.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -342,8 +345,7 @@ mod tests {
         }
         assert_eq!(pool.idle_count(), 3);
         tokio::time::sleep(Duration::from_millis(400)).await;
-        let (response, lease) = pool.send(get()).await.unwrap();
-        assert_eq!(read(response, lease).await, "hello");
+        assert_eq!(fetch(&pool).await, "hello");
         assert_eq!(
             accepted.load(Ordering::SeqCst),
             6,

@@ -34,6 +34,16 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// A chat completion request (`chat_body`) through `tether`.
+pub async fn post_chat(tether: &Tether, stream: bool) -> reqwest::Response {
+    client()
+        .post(tether.url("/v1/chat/completions"))
+        .body(chat_body(stream))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// The body of a chat completion request.
 pub fn chat_body(stream: bool) -> String {
     serde_json::json!({
