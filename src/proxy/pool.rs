@@ -5,9 +5,10 @@
 //! out and back in, a task spawned per response to put the connection back
 //! once idle, and the response's end held back until it had: about 7,000
 //! instructions a request (`bench/callgrind.sh`, 16 connections, recording
-//! off: 59,243 with it, 52,144 with this). Here a connection goes back onto a stack when
-//! its response's last frame has been read ([`Lease::give_back`], called by
-//! the response body), and the next request takes the most recent one.
+//! off: 59,243 with it, 52,144 with this). Here a connection goes back
+//! onto a stack when its response's last frame has been read
+//! ([`Lease::give_back`], called by the response body), and the next
+//! request takes the most recent one.
 //!
 //! What hyper-util's client did that matters is kept: a connection that is
 //! not ready when its response ends (the request body still going out, or
