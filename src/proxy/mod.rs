@@ -42,24 +42,26 @@ pub struct Proxy {
     /// as hyper parsed them, rather than written out after `prefix` and
     /// parsed again (2,000 instructions).
     bare_path: bool,
-    /// The upstream's scheme and authority, for hyper-util's client, which
-    /// takes absolute URIs.
-    origin: Option<(Scheme, Authority)>,
-    /// The `Host` of an `http://` upstream, written once, as hyper-util
-    /// would write it for every request (800 instructions). An `https://`
-    /// one may speak HTTP/2, which names the host in `:authority` instead,
-    /// so there hyper-util decides.
-    host: Option<HeaderValue>,
     settings: UpstreamSettings,
     max_request_bytes: u64,
 }
 
-/// How requests reach the upstream.
+/// How requests reach the upstream, with what each way needs of its URL.
 enum Upstream {
-    /// `http://`: HTTP/1.1 keep-alive connections kept by hand.
-    Plain(pool::PlainPool),
-    /// `https://`: hyper-util's client, for TLS and HTTP/2 through ALPN.
-    Client(Box<client::UpstreamClient>),
+    /// `http://`: HTTP/1.1 keep-alive connections kept by hand. Its `Host`
+    /// is written once, as hyper-util would write it for every request
+    /// (800 instructions).
+    Plain {
+        pool: pool::PlainPool,
+        host: Option<HeaderValue>,
+    },
+    /// `https://`: hyper-util's client, for TLS and HTTP/2 through ALPN
+    /// (which names the host in `:authority`, so hyper-util writes it). It
+    /// takes absolute URIs: the upstream's scheme and authority.
+    Client {
+        client: Box<client::UpstreamClient>,
+        origin: Option<(Scheme, Authority)>,
+    },
 }
 
 impl Proxy {
@@ -78,11 +80,12 @@ impl Proxy {
                 .as_ref()
                 .and_then(|uri| Some((uri.scheme()?.clone(), uri.authority()?.clone())));
             return Ok(Proxy {
-                upstream: Upstream::Client(Box::new(client::build(settings)?)),
+                upstream: Upstream::Client {
+                    client: Box::new(client::build(settings)?),
+                    origin,
+                },
                 prefix: base,
                 bare_path,
-                origin,
-                host: None,
                 settings: settings.clone(),
                 max_request_bytes,
             });
@@ -104,11 +107,12 @@ impl Proxy {
             max_idle: settings.pool_max_idle_per_host,
         });
         Ok(Proxy {
-            upstream: Upstream::Plain(pool),
+            upstream: Upstream::Plain {
+                pool,
+                host: HeaderValue::try_from(header).ok(),
+            },
             prefix: path.trim_end_matches('/').to_owned(),
             bare_path,
-            origin: None,
-            host: HeaderValue::try_from(header).ok(),
             settings: settings.clone(),
             max_request_bytes,
         })
@@ -188,7 +192,7 @@ impl Proxy {
         parts.uri = self.upstream_uri(path, &parts.uri)?;
         parts.version = Version::HTTP_11;
         parts.extensions = Extensions::new();
-        headers::to_upstream(&mut parts.headers, client_ip, self.host.as_ref());
+        headers::to_upstream(&mut parts.headers, client_ip, self.host());
         parts.headers.extend(upgrade.clone());
         let upstream_req = Request::from_parts(parts, body);
 
@@ -230,14 +234,31 @@ impl Proxy {
         req: Request<Body>,
     ) -> Result<(Response<Incoming>, Option<pool::Lease>), ProxyError> {
         match &self.upstream {
-            Upstream::Plain(pool) => match pool.send(req).await {
+            Upstream::Plain { pool, .. } => match pool.send(req).await {
                 Ok((response, lease)) => Ok((response, Some(lease))),
-                Err(e) => Err(self.classify_plain(e)),
+                Err(e) => Err(self.classify(&e, matches!(e, pool::PoolError::Connect(_)))),
             },
-            Upstream::Client(client) => match client.request(req).await {
+            Upstream::Client { client, .. } => match client.request(req).await {
                 Ok(response) => Ok((response, None)),
-                Err(e) => Err(self.classify(e)),
+                Err(e) => Err(self.classify(&e, e.is_connect())),
             },
+        }
+    }
+
+    /// The `Host` tether writes itself (see [`Upstream::Plain`]).
+    fn host(&self) -> Option<&HeaderValue> {
+        match &self.upstream {
+            Upstream::Plain { host, .. } => host.as_ref(),
+            Upstream::Client { .. } => None,
+        }
+    }
+
+    /// The scheme and authority an absolute URI starts with, for
+    /// hyper-util's client; `None` for the plain pool's origin form.
+    fn origin(&self) -> Option<&(Scheme, Authority)> {
+        match &self.upstream {
+            Upstream::Client { origin, .. } => origin.as_ref(),
+            Upstream::Plain { .. } => None,
         }
     }
 
@@ -249,7 +270,7 @@ impl Proxy {
             && original.path() == path
             && let Some(path_and_query) = original.path_and_query()
         {
-            let Some((scheme, authority)) = &self.origin else {
+            let Some((scheme, authority)) = self.origin() else {
                 return Ok(Uri::from(path_and_query.clone()));
             };
             let mut parts = http::uri::Parts::default();
@@ -272,33 +293,17 @@ impl Proxy {
         Ok(Uri::try_from(uri).map_err(http::Error::from)?)
     }
 
-    fn classify_plain(&self, error: pool::PoolError) -> ProxyError {
-        match error {
-            pool::PoolError::ConnectTimeout => {
-                ProxyError::ConnectTimeout(self.settings.connect_timeout)
-            }
-            pool::PoolError::Connect(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                ProxyError::ConnectTimeout(self.settings.connect_timeout)
-            }
-            e @ pool::PoolError::Connect(_) => ProxyError::Unreachable(chain(&e)),
-            pool::PoolError::Http(e) if find_source::<LengthLimitError>(&e).is_some() => {
-                ProxyError::PayloadTooLarge {
-                    limit: self.max_request_bytes,
-                }
-            }
-            e @ pool::PoolError::Http(_) => ProxyError::UpstreamFailed(chain(&e)),
-        }
-    }
-
-    fn classify(&self, error: hyper_util::client::legacy::Error) -> ProxyError {
-        if find_source::<LengthLimitError>(&error).is_some() {
+    /// Why a request got no response, from either client's error;
+    /// `connecting` when it failed before a connection was made.
+    fn classify(&self, error: &(dyn StdError + 'static), connecting: bool) -> ProxyError {
+        if find_source::<LengthLimitError>(error).is_some() {
             return ProxyError::PayloadTooLarge {
                 limit: self.max_request_bytes,
             };
         }
-        let detail = chain(&error);
-        if error.is_connect() {
-            let timed_out = find_source::<std::io::Error>(&error)
+        let detail = chain(error);
+        if connecting {
+            let timed_out = find_source::<std::io::Error>(error)
                 .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
             if timed_out {
                 return ProxyError::ConnectTimeout(self.settings.connect_timeout);
@@ -410,13 +415,13 @@ mod tests {
         }
         assert!(proxy("http://up:8000").bare_path);
         assert!(!proxy("http://up/openai").bare_path);
-        assert!(proxy("https://api.example.com").origin.is_some());
-        assert!(proxy("http://up:8000").origin.is_none(), "origin form");
+        assert!(proxy("https://api.example.com").origin().is_some());
+        assert!(proxy("http://up:8000").origin().is_none(), "origin form");
     }
 
     #[test]
     fn a_plain_http_upstream_gets_its_host_written_once_as_hyper_util_writes_it() {
-        let host = |url: &str| proxy(url).host.map(|h| h.to_str().unwrap().to_owned());
+        let host = |url: &str| proxy(url).host().map(|h| h.to_str().unwrap().to_owned());
         assert_eq!(host("http://up:8000").as_deref(), Some("up:8000"));
         assert_eq!(host("http://up:80/openai").as_deref(), Some("up"));
         assert_eq!(host("http://[::1]:9").as_deref(), Some("[::1]:9"));

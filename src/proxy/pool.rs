@@ -19,6 +19,7 @@
 //! `upstream.pool_max_idle_per_host` are kept. `https://` upstreams keep
 //! hyper-util's client: TLS, and ALPN's choice of HTTP/2, are its job.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -37,10 +38,10 @@ pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
+    /// No connection: refused, unreachable, or not made within the
+    /// connect timeout (an error of kind `TimedOut`).
     #[error("tcp connect error")]
     Connect(#[source] std::io::Error),
-    #[error("tcp connect timed out")]
-    ConnectTimeout,
     #[error(transparent)]
     Http(#[from] hyper::Error),
 }
@@ -65,7 +66,7 @@ struct Shared {
     idle: Mutex<Vec<Idle>>,
     /// The sweeper of idle connections runs (started with the first
     /// connection, so that a pool built outside a runtime needs none).
-    sweeping: std::sync::atomic::AtomicBool,
+    sweeping: AtomicBool,
 }
 
 struct Idle {
@@ -85,7 +86,7 @@ impl PlainPool {
             shared: Arc::new(Shared {
                 settings,
                 idle: Mutex::new(Vec::new()),
-                sweeping: std::sync::atomic::AtomicBool::new(false),
+                sweeping: AtomicBool::new(false),
             }),
         }
     }
@@ -131,7 +132,7 @@ impl PlainPool {
             TcpStream::connect((settings.host.as_str(), settings.port)),
         )
         .await
-        .map_err(|_| PoolError::ConnectTimeout)?
+        .map_err(|_| PoolError::Connect(std::io::ErrorKind::TimedOut.into()))?
         .map_err(PoolError::Connect)?;
         stream.set_nodelay(true).map_err(PoolError::Connect)?;
         socket2::SockRef::from(&stream)
@@ -150,7 +151,6 @@ impl PlainPool {
     /// Starts the task that lets go of connections idle for longer than
     /// the idle timeout while no request comes to take or give one back.
     fn start_sweeping(&self) {
-        use std::sync::atomic::Ordering;
         if self.shared.sweeping.swap(true, Ordering::Relaxed) {
             return;
         }
@@ -237,7 +237,7 @@ impl Lease {
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
     use http_body_util::{BodyExt, Full};
     use hyper::service::service_fn;
