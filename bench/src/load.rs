@@ -1,7 +1,8 @@
 //! The load generator: a fixed number of workers, each on its own
 //! keep-alive HTTP/1.1 connection (hyper 1 client), sending requests back to
 //! back until a deadline; latencies into histograms; every answer checked
-//! byte for byte against [`crate::wire`].
+//! byte for byte against [`crate::wire`]. The scale run can also share
+//! HTTP/2 connections (h2c, prior knowledge) among many streams.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,8 +12,8 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use crate::stats::Latencies;
@@ -30,34 +31,78 @@ pub struct Target {
     pub byte_exact: bool,
 }
 
-/// One keep-alive connection.
+/// One keep-alive connection: HTTP/1.1, one request at a time, or a clone
+/// of an HTTP/2 connection whose streams run side by side.
 pub struct Conn {
     target: Arc<Target>,
-    send: SendRequest<Full<Bytes>>,
+    send: Sender,
+}
+
+enum Sender {
+    Http1(http1::SendRequest<Full<Bytes>>),
+    Http2(http2::SendRequest<Full<Bytes>>),
 }
 
 impl Conn {
     pub async fn open(target: Arc<Target>) -> Result<Conn, String> {
-        let tcp = TcpStream::connect(target.addr)
-            .await
-            .map_err(|e| format!("connect {}: {e}", target.addr))?;
-        let _ = tcp.set_nodelay(true);
-        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        let io = TokioIo::new(connect(&target).await?);
+        let (send, conn) = http1::handshake(io)
             .await
             .map_err(|e| format!("handshake {}: {e}", target.addr))?;
         tokio::spawn(conn);
-        Ok(Conn { target, send })
+        Ok(Conn {
+            target,
+            send: Sender::Http1(send),
+        })
     }
 
-    /// Send one request; a closed connection is reopened once.
-    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, String> {
-        if self.send.ready().await.is_err() {
-            *self = Conn::open(self.target.clone()).await?;
-        }
-        self.send
-            .send_request(req)
+    /// An HTTP/2 connection with prior knowledge (h2c); clones of it send
+    /// their requests as streams of the one connection.
+    pub async fn open_h2c(target: Arc<Target>) -> Result<Conn, String> {
+        let io = TokioIo::new(connect(&target).await?);
+        let (send, conn) = http2::handshake(TokioExecutor::new(), io)
             .await
-            .map_err(|e| format!("{}: {e}", self.target.name))
+            .map_err(|e| format!("h2c handshake {}: {e}", target.addr))?;
+        tokio::spawn(conn);
+        Ok(Conn {
+            target,
+            send: Sender::Http2(send),
+        })
+    }
+
+    /// Another handle on an HTTP/2 connection, for a stream of its own
+    /// beside the others; none for HTTP/1.1, one request at a time.
+    pub fn another_stream(&self) -> Option<Conn> {
+        match &self.send {
+            Sender::Http1(_) => None,
+            Sender::Http2(send) => Some(Conn {
+                target: self.target.clone(),
+                send: Sender::Http2(send.clone()),
+            }),
+        }
+    }
+
+    /// Send one request; a closed HTTP/1.1 connection is reopened once.
+    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, String> {
+        let sent = match &mut self.send {
+            Sender::Http1(send) => {
+                if send.ready().await.is_err() {
+                    *self = Conn::open(self.target.clone()).await?;
+                    return Box::pin(self.send(req)).await;
+                }
+                send.send_request(req).await
+            }
+            Sender::Http2(send) => {
+                let (mut parts, body) = req.into_parts();
+                // HTTP/2 names the authority in the request line itself.
+                parts.uri = format!("http://{}{}", self.target.addr, parts.uri)
+                    .parse()
+                    .map_err(|e| format!("{}: {e}", self.target.name))?;
+                parts.headers.remove(http::header::HOST);
+                send.send_request(Request::from_parts(parts, body)).await
+            }
+        };
+        sent.map_err(|e| format!("{}: {e}", self.target.name))
     }
 
     /// A chat completion request for `session`.
@@ -91,6 +136,14 @@ impl Conn {
             .body(Full::new(Bytes::new()))
             .expect("a valid request")
     }
+}
+
+async fn connect(target: &Target) -> Result<TcpStream, String> {
+    let tcp = TcpStream::connect(target.addr)
+        .await
+        .map_err(|e| format!("connect {}: {e}", target.addr))?;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
 }
 
 /// What a run of non-streamed requests saw.

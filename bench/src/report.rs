@@ -188,6 +188,12 @@ impl Results {
                 false,
             ),
             (
+                "the same, HTTP/2 clients (<= 50)",
+                self.global("scale_h2c_rss_kib_per_stream"),
+                50.0,
+                false,
+            ),
+            (
                 "Redis commands per 100 tokens (<= 1)",
                 self.global("redis_cmds_per_1k_tokens") / 10.0,
                 1.0,
@@ -362,7 +368,7 @@ const ROWS: [(&str, Cell, &str, &str); 28] = [
 ];
 
 /// The global figures, in print order.
-pub const GLOBALS: [(&str, &str); 21] = [
+pub const GLOBALS: [(&str, &str); 38] = [
     (
         "redis_cmds_per_stream",
         "Redis commands per short stream (stream run)",
@@ -429,9 +435,59 @@ pub const GLOBALS: [(&str, &str); 21] = [
         "scale_gap_p99_added_ms",
         "scale: p99 gap added ms (vs nominal)",
     ),
+    ("scale_ttft_p50_ms", "scale: TTFT p50 ms"),
     ("scale_ttft_p99_ms", "scale: TTFT p99 ms"),
     ("scale_cpu_us_per_chunk", "scale: tether CPU µs per chunk"),
     ("scale_recorded", "scale: streams recorded and byte-exact"),
+    (
+        "scale_direct_gap_p99_added_ms",
+        "scale, direct: p99 gap added ms",
+    ),
+    ("scale_direct_ttft_p50_ms", "scale, direct: TTFT p50 ms"),
+    ("scale_direct_ttft_p99_ms", "scale, direct: TTFT p99 ms"),
+    ("scale_bare_streams", "scale, bare: concurrent streams"),
+    (
+        "scale_bare_rss_kib_per_stream",
+        "scale, bare: RSS KiB per stream",
+    ),
+    (
+        "scale_bare_gap_p99_added_ms",
+        "scale, bare: p99 gap added ms",
+    ),
+    ("scale_bare_ttft_p50_ms", "scale, bare: TTFT p50 ms"),
+    ("scale_bare_ttft_p99_ms", "scale, bare: TTFT p99 ms"),
+    (
+        "scale_bare_cpu_us_per_chunk",
+        "scale, bare: CPU µs per chunk",
+    ),
+    (
+        "scale_h2c_streams",
+        "scale, HTTP/2 clients: concurrent streams",
+    ),
+    (
+        "scale_h2c_rss_kib_per_stream",
+        "scale, HTTP/2 clients: RSS KiB per stream",
+    ),
+    (
+        "scale_h2c_gap_p99_added_ms",
+        "scale, HTTP/2 clients: p99 gap added ms",
+    ),
+    (
+        "scale_h2c_ttft_p50_ms",
+        "scale, HTTP/2 clients: TTFT p50 ms",
+    ),
+    (
+        "scale_h2c_ttft_p99_ms",
+        "scale, HTTP/2 clients: TTFT p99 ms",
+    ),
+    (
+        "scale_h2c_cpu_us_per_chunk",
+        "scale, HTTP/2 clients: CPU µs per chunk",
+    ),
+    (
+        "scale_h2c_recorded",
+        "scale, HTTP/2 clients: recorded, byte-exact",
+    ),
 ];
 
 fn num(x: f64) -> serde_json::Value {

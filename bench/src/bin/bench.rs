@@ -11,6 +11,7 @@ use std::time::Instant;
 use bench::procs;
 use bench::report::Results;
 use bench::setup::{Options, Setup};
+use bench::workloads::scale::{H2C_STREAMS, Through};
 use bench::workloads::{self, Plan};
 use clap::Parser;
 
@@ -69,16 +70,27 @@ fn main() -> ExitCode {
     };
     plan.rounds = args.rounds.unwrap_or(plan.rounds);
     plan.concurrency = args.concurrency;
-    // The scale run holds N client sockets here, N upstream sockets in the
-    // mock and 2N in tether (plus a few dozen of its own); children inherit
-    // this process's limit.
+    // The scale run with HTTP/1.1 clients holds N client sockets here, N
+    // upstream sockets in the mock and 2N in tether (plus a few dozen of its
+    // own); with HTTP/2 clients, tether holds N plus one a connection.
+    // Children inherit this process's limit.
     const SPARE: usize = 128;
     let wanted = (2 * plan.scale + SPARE) as u64;
-    let limit = procs::raise_nofile(wanted);
-    if limit < wanted {
-        let fit = (limit as usize).saturating_sub(SPARE) / 2;
-        eprintln!("open-file limit {limit} < {wanted}: scale run cut to {fit} streams");
+    let limit = procs::raise_nofile(wanted) as usize;
+    let room = limit.saturating_sub(SPARE);
+    if room < 2 * plan.scale {
+        let fit = room / 2;
+        eprintln!(
+            "open-file limit {limit} < {wanted}: scale run cut to {fit} streams with HTTP/1.1 clients"
+        );
         plan.scale = fit;
+    }
+    let h2c_fit = room * H2C_STREAMS / (H2C_STREAMS + 1);
+    if h2c_fit < plan.scale_h2c {
+        eprintln!(
+            "open-file limit {limit}: scale run with HTTP/2 clients cut to {h2c_fit} streams"
+        );
+        plan.scale_h2c = h2c_fit;
     }
     if let Err(e) = procs::build_binaries(args.tether.is_none()) {
         eprintln!("bench: {e}");
@@ -95,7 +107,7 @@ fn main() -> ExitCode {
         upstream_threads: args.upstream_threads,
         stream_defaults: plan.stream,
         tether_log: args.tether_log.clone(),
-        max_connections: plan.scale + 1024,
+        max_connections: plan.scale.max(plan.scale_h2c) + 1024,
         peers: args.peer.clone(),
     };
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
@@ -182,8 +194,16 @@ async fn run(options: &Options, plan: &Plan, only: &[String]) -> Result<Results,
         workloads::resume::run(&setup, plan, &mut results).await;
     }
     if plan.scale > 0 && wanted("scale") {
-        eprintln!("scale: {} concurrent streams", plan.scale);
-        workloads::scale::run(&setup, plan, &mut results).await;
+        let n = plan.scale;
+        eprintln!("scale: {n} concurrent streams, a connection each, direct");
+        workloads::scale::run(&setup, plan, n, Through::Direct, &mut results).await;
+        eprintln!("scale: {n} concurrent streams, a connection each, through bare");
+        workloads::scale::run(&setup, plan, n, Through::Bare, &mut results).await;
+        eprintln!("scale: {n} concurrent streams, a connection each, through tether");
+        workloads::scale::run(&setup, plan, n, Through::Tether, &mut results).await;
+        let n = plan.scale_h2c;
+        eprintln!("scale: {n} concurrent streams, {H2C_STREAMS} an HTTP/2 connection");
+        workloads::scale::run(&setup, plan, n, Through::TetherH2c, &mut results).await;
     }
     setup.check_alive()?;
     Ok(results)

@@ -50,7 +50,10 @@ pub struct Plan {
     pub chat_turns: usize,
     /// Extra user messages per request in the history run.
     pub history_messages: usize,
+    /// Streams of the scale run with HTTP/1.1 clients, then with HTTP/2
+    /// clients (`scale::Clients`).
     pub scale: usize,
+    pub scale_h2c: usize,
     pub scale_stream: StreamShape,
     /// The scale run's streams open evenly over this time (clients arrive;
     /// a burst of 10,000 connects would measure the listen backlog).
@@ -95,6 +98,7 @@ impl Plan {
             history_messages: 48,
             chat_turns: 20,
             scale: scale.unwrap_or(200),
+            scale_h2c: scale.unwrap_or(200),
             scale_stream: StreamShape {
                 chunks: 10,
                 delay_ms: 200,
@@ -121,6 +125,7 @@ impl Plan {
                 delay_ms: 10,
             },
             scale: scale.unwrap_or(10_000),
+            scale_h2c: scale.unwrap_or(10_000),
             scale_stream: StreamShape {
                 chunks: 40,
                 delay_ms: 500,
