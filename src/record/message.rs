@@ -31,7 +31,7 @@ pub enum Role {
 }
 
 impl Role {
-    fn of(role: &str) -> Role {
+    pub fn of(role: &str) -> Role {
         match role {
             "system" => Role::System,
             "developer" => Role::Developer,

@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 use super::Api;
 use super::json_text::{self, MaybeStr, MaybeTrue};
 use super::message::Message;
+use super::turn::history_may_keep;
 
 mod chat_scan;
 
@@ -21,7 +22,10 @@ pub struct TurnRequest {
     /// Instructions given beside the conversation (Anthropic `system`,
     /// Responses `instructions`, Gemini `systemInstruction`) as system messages.
     pub system: Vec<Message>,
-    /// The conversation as sent, in the OpenAI message shape.
+    /// The conversation in the OpenAI message shape, as sent; a Chat
+    /// Completions body's without what history never keeps
+    /// ([`history_may_keep`]), which the other APIs' reads, through a
+    /// `Value`, have no copies to save from.
     pub messages: Vec<Message>,
     /// `metadata.session_id` of the body.
     pub metadata_session: Option<String>,
@@ -79,7 +83,11 @@ pub fn parse(api: Api, body: &[u8]) -> Result<TurnRequest, RequestError> {
         model: obj.get("model").and_then(Value::as_str).map(str::to_owned),
         stream: obj.get("stream").and_then(Value::as_bool).unwrap_or(false),
         system: kept(system),
-        messages: kept(messages),
+        messages: match api {
+            // As the hand-written read leaves them (`parse_chat`).
+            Api::ChatCompletions => history_may_keep(kept(messages), Message::role),
+            _ => kept(messages),
+        },
         metadata_session: obj
             .get("metadata")
             .and_then(|m| m.get("session_id"))
@@ -161,6 +169,7 @@ fn read_chat_by_serde(text: &str) -> Option<ChatTop<'_>> {
         .filter_map(|m| Message::from_raw(m.get()).transpose())
         .collect::<Result<_, _>>()
         .ok()?;
+    let messages = history_may_keep(messages, Message::role);
     Some(ChatTop {
         model: top.model,
         stream: top.stream.0,

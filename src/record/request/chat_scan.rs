@@ -20,7 +20,12 @@ use serde_json::Value;
 
 use super::ChatTop;
 use crate::record::json_scan::{Scan, Seen};
-use crate::record::message::Message;
+use crate::record::message::{Message, Role};
+use crate::record::turn::history_may_keep;
+
+/// A message as read: its text, its role (`None` for a value that is not a
+/// string) and whether it has a `model` or `timestamp` member.
+type Scanned<'a> = (&'a str, Option<&'a str>, bool);
 
 /// How deep a message's members sit (in a message, in the messages, in the
 /// body): a skipped value is counted from there.
@@ -55,25 +60,31 @@ pub(super) fn read(text: &str) -> Option<ChatTop<'_>> {
 
 /// The chat request's own reads, beside the scan's general ones.
 impl<'a> Scan<'a> {
-    /// The objects among the messages; any other value is skipped.
+    /// The objects among the messages that history may keep (any other
+    /// value is skipped), each copied only once it is known to be kept.
     fn messages(&mut self) -> Option<Vec<Message>> {
         if self.peek()? != b'[' {
             return None;
         }
-        let mut messages = Vec::new();
+        let mut scanned = Vec::with_capacity(16);
         self.array(2, |scan| {
             if scan.peek()? == b'{' {
-                messages.push(scan.message()?);
+                scanned.push(scan.message()?);
             } else {
                 scan.skip()?;
             }
             Some(())
         })?;
-        Some(messages)
+        let kept = history_may_keep(scanned, |&(_, role, _)| Role::of(role.unwrap_or("")));
+        Some(
+            kept.into_iter()
+                .map(|(text, role, stamped)| Message::scanned(text, role, stamped))
+                .collect(),
+        )
     }
 
     /// A message as its text, with its role and whether it is stamped.
-    fn message(&mut self) -> Option<Message> {
+    fn message(&mut self) -> Option<Scanned<'a>> {
         let start = self.at();
         let (mut role, mut stamped) = (None, false);
         let mut seen = Seen::default();
@@ -87,7 +98,7 @@ impl<'a> Scan<'a> {
             stamped |= name != "role";
             Some(())
         })?;
-        Some(Message::scanned(self.since(start), role, stamped))
+        Some((self.since(start), role, stamped))
     }
 
     /// A role: a string without escapes, or `None` for any other value. A
