@@ -120,10 +120,10 @@ impl Through {
 pub async fn run(setup: &Setup, plan: &Plan, n: usize, through: Through, results: &mut Results) {
     let figures = through.figures();
     let prefix = figures.name;
-    let proxy = through.process(setup);
+    let process = through.process(setup);
     let target = Arc::new(Target {
-        name: proxy.name.clone(),
-        addr: proxy.addr,
+        name: process.name.clone(),
+        addr: process.addr,
         headers: vec![],
         byte_exact: true,
     });
@@ -135,12 +135,12 @@ pub async fn run(setup: &Setup, plan: &Plan, n: usize, through: Through, results
         match check::counters(&target).await {
             Ok(counters) => Some(counters),
             Err(e) => {
-                results.fail(format!("{}: no metrics: {e}", proxy.name));
+                results.fail(format!("{}: no metrics: {e}", process.name));
                 return;
             }
         }
     };
-    let idle = Sample::of(proxy.pid());
+    let idle = Sample::of(process.pid());
     let started = Arc::new(AtomicUsize::new(0));
     let expected = Bytes::from(wire::stream_bytes(shape.chunks, 0));
     let ramp = plan.scale_ramp;
@@ -201,10 +201,10 @@ pub async fn run(setup: &Setup, plan: &Plan, n: usize, through: Through, results
     while started.load(Ordering::Relaxed) < n && start.elapsed() < ramp + life / 2 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut peak = Sample::of(proxy.pid());
+    let mut peak = Sample::of(process.pid());
     while start.elapsed() + Duration::from_millis(300) < life {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let now = Sample::of(proxy.pid());
+        let now = Sample::of(process.pid());
         peak.rss_kib = peak.rss_kib.max(now.rss_kib);
     }
     let mut total = StreamRun::default();
@@ -220,7 +220,7 @@ pub async fn run(setup: &Setup, plan: &Plan, n: usize, through: Through, results
         total.recorded.extend(run.recorded);
         errors.extend(run.first_error);
     }
-    let end = Sample::of(proxy.pid());
+    let end = Sample::of(process.pid());
     let cpu_us = (end.cpu - idle.cpu).as_secs_f64() * 1e6;
     results.push_global(figures.streams, n as f64);
     results.push_global(
