@@ -23,7 +23,8 @@ use super::{ApiError, Query, json};
 use crate::app::App;
 use crate::body::Body;
 use crate::capture::{self, Exchange};
-use crate::record::{Api, Message, TurnRequest};
+use crate::record::turn::history_may_keep;
+use crate::record::{Api, Message, Role, TurnRequest};
 use crate::session::SessionId;
 use crate::store::MessageRange;
 
@@ -161,7 +162,15 @@ async fn turn(
         model: Some(model),
         stream: chat.stream,
         system: Vec::new(),
-        messages: messages.iter().filter_map(Message::from_value).collect(),
+        // The context is history's own: only what follows its last
+        // assistant message (and a system message) is new, and only that
+        // is written out as text.
+        messages: history_may_keep(messages.iter().collect(), |m| {
+            Role::of(m["role"].as_str().unwrap_or(""))
+        })
+        .into_iter()
+        .filter_map(Message::from_value)
+        .collect(),
         metadata_session: None,
         user: None,
         stream_options: None,
