@@ -51,6 +51,25 @@ pub fn chat_turn_request(earlier: usize) -> Bytes {
     ))
 }
 
+/// The same conversation as an Anthropic Messages request (its
+/// instructions in `system`, as that API has them).
+pub fn anthropic_turn_request(earlier: usize) -> Bytes {
+    let mut messages = String::new();
+    for k in 0..earlier {
+        messages.push_str(&format!(
+            r#"{{"role":"user","content":"Question {k}: tell me about topic {k}, briefly please."}},"#
+        ));
+        messages.push_str(&format!(
+            r#"{{"role":"assistant","content":[{{"type":"text","text":"{}"}}]}},"#,
+            format!("Topic {k} is a broad one. ").repeat(12)
+        ));
+    }
+    messages.push_str(r#"{"role":"user","content":"Say something short."}"#);
+    Bytes::from(format!(
+        r#"{{"model":"{MODEL}","max_tokens":256,"system":"You are a benchmark.","messages":[{messages}]}}"#
+    ))
+}
+
 /// The non-streamed completion the upstream answers with.
 pub fn completion() -> Bytes {
     Bytes::from(format!(

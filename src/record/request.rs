@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::Api;
 use super::json_text::{self, MaybeStr, MaybeTrue};
-use super::message::Message;
+use super::message::{Message, Role};
 use super::turn::history_may_keep;
 
 mod chat_scan;
@@ -22,10 +22,8 @@ pub struct TurnRequest {
     /// Instructions given beside the conversation (Anthropic `system`,
     /// Responses `instructions`, Gemini `systemInstruction`) as system messages.
     pub system: Vec<Message>,
-    /// The conversation in the OpenAI message shape, as sent; a Chat
-    /// Completions body's without what history never keeps
-    /// ([`history_may_keep`]), which the other APIs' reads, through a
-    /// `Value`, have no copies to save from.
+    /// The conversation in the OpenAI message shape, as sent, without what
+    /// history never keeps ([`history_may_keep`]).
     pub messages: Vec<Message>,
     /// `metadata.session_id` of the body.
     pub metadata_session: Option<String>,
@@ -70,24 +68,17 @@ pub fn parse(api: Api, body: &[u8]) -> Result<TurnRequest, RequestError> {
     let Value::Object(obj) = value else {
         return Err(RequestError::NotAnObject);
     };
-    let (system, messages) = match api {
-        Api::ChatCompletions => (Vec::new(), chat_messages(&obj)?),
-        Api::Completions => (Vec::new(), completion_prompt(&obj)?),
-        Api::Responses => responses_input(&obj)?,
-        Api::AnthropicMessages => anthropic_messages(&obj)?,
-        Api::Gemini => gemini_contents(&obj)?,
-    };
+    let (system, messages) = conversation(api, &obj)?;
     let kept = |values: Vec<Value>| values.iter().filter_map(Message::from_value).collect();
+    // What history never keeps is left out before it is written as text.
+    let role = |m: &Value| Role::of(m.get("role").and_then(Value::as_str).unwrap_or(""));
+    let messages = history_may_keep(messages, role);
     Ok(TurnRequest {
         api,
         model: obj.get("model").and_then(Value::as_str).map(str::to_owned),
         stream: obj.get("stream").and_then(Value::as_bool).unwrap_or(false),
         system: kept(system),
-        messages: match api {
-            // As the hand-written read leaves them (`parse_chat`).
-            Api::ChatCompletions => history_may_keep(kept(messages), Message::role),
-            _ => kept(messages),
-        },
+        messages: kept(messages),
         metadata_session: obj
             .get("metadata")
             .and_then(|m| m.get("session_id"))
@@ -95,6 +86,21 @@ pub fn parse(api: Api, body: &[u8]) -> Result<TurnRequest, RequestError> {
             .map(str::to_owned),
         user: obj.get("user").and_then(Value::as_str).map(str::to_owned),
         stream_options: obj.get("stream_options").cloned(),
+    })
+}
+
+/// A body's instructions and conversation, each message in the OpenAI
+/// shape, whatever the API.
+fn conversation(
+    api: Api,
+    obj: &Map<String, Value>,
+) -> Result<(Vec<Value>, Vec<Value>), RequestError> {
+    Ok(match api {
+        Api::ChatCompletions => (Vec::new(), chat_messages(obj)?),
+        Api::Completions => (Vec::new(), completion_prompt(obj)?),
+        Api::Responses => responses_input(obj)?,
+        Api::AnthropicMessages => anthropic_messages(obj)?,
+        Api::Gemini => gemini_contents(obj)?,
     })
 }
 

@@ -6,6 +6,7 @@
 //!   bench-record-cost body N              assemble N non-streamed answers
 //!   bench-record-cost request N EARLIER   read N requests of a chat's turn after
 //!                                         EARLIER turns (as the chat run sends)
+//!   bench-record-cost anthropic N EARLIER the same as Anthropic Messages requests
 //!
 //! End to end figures come from `bench/callgrind.sh`; this isolates the
 //! parsing, where a change is too small to see through the proxy around it.
@@ -22,9 +23,20 @@ fn main() -> ExitCode {
     match (args.first().map(String::as_str), number(1)) {
         (Some("chunks"), Some(n)) => fold_chunks(n),
         (Some("body"), Some(n)) => assemble_bodies(n),
-        (Some("request"), Some(n)) => read_requests(n, number(2).unwrap_or(0)),
+        (Some("request"), Some(n)) => read_requests(
+            Api::ChatCompletions,
+            wire::chat_turn_request(number(2).unwrap_or(0)),
+            n,
+        ),
+        (Some("anthropic"), Some(n)) => read_requests(
+            Api::AnthropicMessages,
+            wire::anthropic_turn_request(number(2).unwrap_or(0)),
+            n,
+        ),
         _ => {
-            eprintln!("usage: bench-record-cost chunks N | body N | request N EARLIER");
+            eprintln!(
+                "usage: bench-record-cost chunks N | body N | request N EARLIER | anthropic N EARLIER"
+            );
             return ExitCode::from(2);
         }
     }
@@ -56,10 +68,9 @@ fn assemble_bodies(n: usize) {
     }
 }
 
-fn read_requests(n: usize, earlier: usize) {
-    let body = wire::chat_turn_request(earlier);
+fn read_requests(api: Api, body: bytes::Bytes, n: usize) {
     for _ in 0..n {
-        let parsed = request::parse(Api::ChatCompletions, black_box(&body)).expect("a chat");
+        let parsed = request::parse(api, black_box(&body)).expect("a conversation");
         black_box(parsed);
     }
 }

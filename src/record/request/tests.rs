@@ -32,28 +32,18 @@ fn responses_input_items_become_messages() {
             {"type": "reasoning", "id": "rs_1", "summary": []}
         ]
     });
-    let request = parse(Api::Responses, body.to_string().as_bytes()).unwrap();
+    let (system, messages) = conversation_of(Api::Responses, &body);
+    assert_eq!(system, [json!({"role": "system", "content": "be kind"})]);
     assert_eq!(
-        request.system,
-        vec![json!({"role": "system", "content": "be kind"})]
-    );
-    assert_eq!(
-        request.messages[0],
+        messages[0],
         json!({"role": "user", "content": "weather in Paris?"})
     );
+    assert_eq!(messages[1]["tool_calls"][0]["function"]["name"], "weather");
     assert_eq!(
-        request.messages[1].to_value()["tool_calls"][0]["function"]["name"],
-        "weather"
-    );
-    assert_eq!(
-        request.messages[2],
+        messages[2],
         json!({"role": "tool", "tool_call_id": "c1", "content": "sunny"})
     );
-    assert_eq!(
-        request.messages.len(),
-        3,
-        "reasoning items are not conversation"
-    );
+    assert_eq!(messages.len(), 3, "reasoning items are not conversation");
 
     let plain = parse(Api::Responses, br#"{"model":"m","input":"hello"}"#).unwrap();
     assert_eq!(
@@ -75,24 +65,22 @@ fn anthropic_blocks_become_openai_messages() {
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu1", "content": "snow"}]}
         ]
     });
-    let request = parse(Api::AnthropicMessages, body.to_string().as_bytes()).unwrap();
+    let (system, messages) = conversation_of(Api::AnthropicMessages, &body);
+    assert_eq!(system, [json!({"role": "system", "content": "terse"})]);
+    assert_eq!(messages[0], json!({"role": "user", "content": "weather?"}));
+    assert_eq!(messages[1]["content"], "Checking.");
     assert_eq!(
-        request.system,
-        vec![json!({"role": "system", "content": "terse"})]
-    );
-    assert_eq!(
-        request.messages[0],
-        json!({"role": "user", "content": "weather?"})
-    );
-    assert_eq!(request.messages[1].to_value()["content"], "Checking.");
-    assert_eq!(
-        request.messages[1].to_value()["tool_calls"][0]["function"]["arguments"],
+        messages[1]["tool_calls"][0]["function"]["arguments"],
         "{\"city\":\"Oslo\"}"
     );
     assert_eq!(
-        request.messages[2],
+        messages[2],
         json!({"role": "tool", "tool_call_id": "tu1", "content": "snow"})
     );
+    // A request keeps what history may: the last assistant message on.
+    let request = parse(Api::AnthropicMessages, body.to_string().as_bytes()).unwrap();
+    assert_eq!(request.system, system);
+    assert_eq!(request.messages, messages[1..]);
 }
 
 #[test]
@@ -102,15 +90,27 @@ fn legacy_prompts_and_gemini_contents_become_messages() {
         completion.messages,
         vec![json!({"role": "user", "content": "Once upon"})]
     );
-    let gemini = parse(
-        Api::Gemini,
-        br#"{"contents":[{"role":"user","parts":[{"text":"hi"}]},{"role":"model","parts":[{"text":"yo"}]}]}"#,
-    )
-    .unwrap();
+    let gemini = json!({"contents": [
+        {"role": "user", "parts": [{"text": "hi"}]},
+        {"role": "model", "parts": [{"text": "yo"}]}
+    ]});
+    let (_, messages) = conversation_of(Api::Gemini, &gemini);
     assert_eq!(
-        gemini.messages[1],
-        json!({"role": "assistant", "content": "yo"})
+        messages,
+        [
+            json!({"role": "user", "content": "hi"}),
+            json!({"role": "assistant", "content": "yo"})
+        ]
     );
+}
+
+/// The conversation of a body, every message of it (`parse` keeps only
+/// what history may).
+fn conversation_of(api: Api, body: &Value) -> (Vec<Value>, Vec<Value>) {
+    let Value::Object(obj) = body else {
+        panic!("not an object: {body}")
+    };
+    conversation(api, obj).unwrap()
 }
 
 #[test]
