@@ -68,7 +68,7 @@ pub fn parse(api: Api, body: &[u8]) -> Result<TurnRequest, RequestError> {
     let Value::Object(obj) = value else {
         return Err(RequestError::NotAnObject);
     };
-    let (system, messages) = conversation(api, &obj)?;
+    let (system, messages) = conversation(api, &obj, Converted::HistoryMayKeep)?;
     let kept = |values: Vec<Value>| values.iter().filter_map(Message::from_value).collect();
     // What history never keeps is left out before it is written as text.
     let role = |m: &Value| Role::of(m.get("role").and_then(Value::as_str).unwrap_or(""));
@@ -89,17 +89,29 @@ pub fn parse(api: Api, body: &[u8]) -> Result<TurnRequest, RequestError> {
     })
 }
 
+/// Which messages a conversion must give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Converted {
+    /// Every message (what the tests of the conversions look at).
+    #[cfg(test)]
+    All,
+    /// At least those [`history_may_keep`] keeps of all of them: a
+    /// conversion may leave out the others.
+    HistoryMayKeep,
+}
+
 /// A body's instructions and conversation, each message in the OpenAI
 /// shape, whatever the API.
 fn conversation(
     api: Api,
     obj: &Map<String, Value>,
+    converted: Converted,
 ) -> Result<(Vec<Value>, Vec<Value>), RequestError> {
     Ok(match api {
         Api::ChatCompletions => (Vec::new(), chat_messages(obj)?),
         Api::Completions => (Vec::new(), completion_prompt(obj)?),
         Api::Responses => responses_input(obj)?,
-        Api::AnthropicMessages => anthropic_messages(obj)?,
+        Api::AnthropicMessages => anthropic_messages(obj, converted)?,
         Api::Gemini => gemini_contents(obj)?,
     })
 }
@@ -272,8 +284,24 @@ fn responses_item(item: &Value) -> Option<Value> {
     }
 }
 
+/// An Anthropic message's role (`user` unless given as a string).
+fn anthropic_role(message: &Value) -> &str {
+    message
+        .get("role")
+        .and_then(Value::as_str)
+        .unwrap_or("user")
+}
+
 /// Anthropic Messages: `system` plus `messages` whose content may be blocks.
-fn anthropic_messages(obj: &Map<String, Value>) -> Result<(Vec<Value>, Vec<Value>), RequestError> {
+/// Converting a message clones its blocks; where history keeps only what
+/// follows the last assistant message, the messages before the last one
+/// that becomes an assistant message are not converted, instructions aside
+/// (a 41-message conversation: 565,328 -> 355,999 instructions to read,
+/// `bench/record_cost.sh`).
+fn anthropic_messages(
+    obj: &Map<String, Value>,
+    converted: Converted,
+) -> Result<(Vec<Value>, Vec<Value>), RequestError> {
     let system = match obj.get("system") {
         Some(s @ (Value::String(_) | Value::Array(_))) => {
             vec![json!({"role": "system", "content": flatten_text(s)})]
@@ -284,12 +312,28 @@ fn anthropic_messages(obj: &Map<String, Value>) -> Result<(Vec<Value>, Vec<Value
         .get("messages")
         .and_then(Value::as_array)
         .ok_or(RequestError::NoConversation("messages is not an array"))?;
+    // What the loop below makes an assistant message: one whose content is
+    // not blocks, or whose blocks have text or tool calls.
+    let becomes_assistant = |message: &Value| {
+        anthropic_role(message) == "assistant"
+            && match message.get("content") {
+                Some(Value::Array(blocks)) => blocks.iter().any(|b| {
+                    (b["type"] == "text" && b["text"].is_string()) || b["type"] == "tool_use"
+                }),
+                _ => true,
+            }
+    };
+    let first_kept = match converted {
+        #[cfg(test)]
+        Converted::All => 0,
+        Converted::HistoryMayKeep => raw.iter().rposition(becomes_assistant).unwrap_or(0),
+    };
     let mut messages = Vec::new();
-    for message in raw {
-        let role = message
-            .get("role")
-            .and_then(Value::as_str)
-            .unwrap_or("user");
+    for (at, message) in raw.iter().enumerate() {
+        let role = anthropic_role(message);
+        if at < first_kept && !Role::of(role).instructs() {
+            continue;
+        }
         let Some(Value::Array(blocks)) = message.get("content") else {
             messages.push(json!({"role": role, "content": message.get("content").cloned().unwrap_or(Value::Null)}));
             continue;

@@ -110,7 +110,43 @@ fn conversation_of(api: Api, body: &Value) -> (Vec<Value>, Vec<Value>) {
     let Value::Object(obj) = body else {
         panic!("not an object: {body}")
     };
-    conversation(api, obj).unwrap()
+    conversation(api, obj, Converted::All).unwrap()
+}
+
+#[test]
+fn an_anthropic_conversation_converts_what_history_may_keep_as_a_whole_one_keeps() {
+    let tool_use = json!({"type": "tool_use", "id": "t", "name": "f", "input": {}});
+    let tool_result = json!({"type": "tool_result", "tool_use_id": "t", "content": "r"});
+    let text = |t: &str| json!({"type": "text", "text": t});
+    let bodies = [
+        json!([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]),
+        // The last assistant message gives no assistant message (only a
+        // tool result, or no blocks): the one before it counts.
+        json!([{"role": "user", "content": "a"}, {"role": "assistant", "content": [text("b"), tool_use]},
+               {"role": "user", "content": [tool_result]}, {"role": "assistant", "content": [tool_result]},
+               {"role": "assistant", "content": []}, {"role": "user", "content": [text("c")]}]),
+        // Instructions among the messages, and messages without a role.
+        json!([{"role": "system", "content": "s"}, {"content": "x"}, {"role": "developer", "content": [text("d")]},
+               {"role": "assistant", "content": [text("b")]}, {"role": "assistant", "content": 7}, {"content": "y"}]),
+        json!([{"role": "user", "content": "only"}]),
+        json!([]),
+    ];
+    let role = |m: &Value| Role::of(m.get("role").and_then(Value::as_str).unwrap_or(""));
+    for messages in bodies {
+        let body = json!({"model": "claude", "system": "sys", "messages": messages});
+        let Value::Object(obj) = &body else {
+            unreachable!()
+        };
+        let (all_system, all) = conversation(Api::AnthropicMessages, obj, Converted::All).unwrap();
+        let (system, some) =
+            conversation(Api::AnthropicMessages, obj, Converted::HistoryMayKeep).unwrap();
+        assert_eq!(system, all_system);
+        assert_eq!(
+            history_may_keep(some, role),
+            history_may_keep(all, role),
+            "{messages}"
+        );
+    }
 }
 
 #[test]
