@@ -27,3 +27,4 @@ echo "per streamed chunk (fold and SSE framing): $(per chunks 1000 11000) instru
 echo "per non-streamed answer assembled: $(per body 1000 11000) instructions"
 echo "per request read, a chat's turn after $EARLIER turns: $(per request 100 1100 "$EARLIER") instructions"
 echo "the same as an Anthropic Messages request: $(per anthropic 100 1100 "$EARLIER") instructions"
+echo "the same as a Responses request: $(per responses 100 1100 "$EARLIER") instructions"

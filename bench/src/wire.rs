@@ -70,6 +70,25 @@ pub fn anthropic_turn_request(earlier: usize) -> Bytes {
     ))
 }
 
+/// The same conversation as a Responses request (its instructions in
+/// `instructions`, the conversation as input items).
+pub fn responses_turn_request(earlier: usize) -> Bytes {
+    let mut items = String::new();
+    for k in 0..earlier {
+        items.push_str(&format!(
+            r#"{{"type":"message","role":"user","content":"Question {k}: tell me about topic {k}, briefly please."}},"#
+        ));
+        items.push_str(&format!(
+            r#"{{"type":"message","role":"assistant","content":[{{"type":"output_text","text":"{}"}}]}},"#,
+            format!("Topic {k} is a broad one. ").repeat(12)
+        ));
+    }
+    items.push_str(r#"{"type":"message","role":"user","content":"Say something short."}"#);
+    Bytes::from(format!(
+        r#"{{"model":"{MODEL}","instructions":"You are a benchmark.","input":[{items}]}}"#
+    ))
+}
+
 /// The non-streamed completion the upstream answers with.
 pub fn completion() -> Bytes {
     Bytes::from(format!(

@@ -110,7 +110,7 @@ fn conversation(
     Ok(match api {
         Api::ChatCompletions => (Vec::new(), chat_messages(obj)?),
         Api::Completions => (Vec::new(), completion_prompt(obj)?),
-        Api::Responses => responses_input(obj)?,
+        Api::Responses => responses_input(obj, converted)?,
         Api::AnthropicMessages => anthropic_messages(obj, converted)?,
         Api::Gemini => gemini_contents(obj)?,
     })
@@ -240,7 +240,13 @@ fn completion_prompt(obj: &Map<String, Value>) -> Result<Vec<Value>, RequestErro
 }
 
 /// Responses API: `instructions` and `input` (a string or a list of items).
-fn responses_input(obj: &Map<String, Value>) -> Result<(Vec<Value>, Vec<Value>), RequestError> {
+/// Where history keeps only what follows the last assistant message, the
+/// items before the last one that becomes an assistant message are not
+/// converted, instructions aside (each conversion clones the item's parts).
+fn responses_input(
+    obj: &Map<String, Value>,
+    converted: Converted,
+) -> Result<(Vec<Value>, Vec<Value>), RequestError> {
     let system = obj
         .get("instructions")
         .and_then(Value::as_str)
@@ -248,20 +254,48 @@ fn responses_input(obj: &Map<String, Value>) -> Result<(Vec<Value>, Vec<Value>),
         .unwrap_or_default();
     let messages = match obj.get("input") {
         Some(Value::String(text)) => vec![json!({"role": "user", "content": text})],
-        Some(Value::Array(items)) => items.iter().filter_map(responses_item).collect(),
+        Some(Value::Array(items)) => {
+            let becomes_assistant = |item: &Value| match responses_kind(item) {
+                "message" => responses_role(item) == "assistant" && item.get("content").is_some(),
+                kind => kind == "function_call",
+            };
+            let first_kept = match converted {
+                #[cfg(test)]
+                Converted::All => 0,
+                Converted::HistoryMayKeep => items.iter().rposition(becomes_assistant).unwrap_or(0),
+            };
+            items
+                .iter()
+                .enumerate()
+                .filter(|(at, item)| {
+                    *at >= first_kept
+                        || responses_kind(item) == "message"
+                            && Role::of(responses_role(item)).instructs()
+                })
+                .filter_map(|(_, item)| responses_item(item))
+                .collect()
+        }
         _ => return Err(RequestError::NoConversation("input is missing")),
     };
     Ok((system, messages))
 }
 
-fn responses_item(item: &Value) -> Option<Value> {
-    let kind = item
-        .get("type")
+/// A Responses input item's type (`message` unless given as a string).
+fn responses_kind(item: &Value) -> &str {
+    item.get("type")
         .and_then(Value::as_str)
-        .unwrap_or("message");
-    match kind {
+        .unwrap_or("message")
+}
+
+/// A Responses message's role (`user` unless given as a string).
+fn responses_role(item: &Value) -> &str {
+    item.get("role").and_then(Value::as_str).unwrap_or("user")
+}
+
+fn responses_item(item: &Value) -> Option<Value> {
+    match responses_kind(item) {
         "message" => Some(json!({
-            "role": item.get("role").and_then(Value::as_str).unwrap_or("user"),
+            "role": responses_role(item),
             "content": flatten_text(item.get("content")?),
         })),
         "function_call" => Some(json!({

@@ -7,6 +7,7 @@
 //!   bench-record-cost request N EARLIER   read N requests of a chat's turn after
 //!                                         EARLIER turns (as the chat run sends)
 //!   bench-record-cost anthropic N EARLIER the same as Anthropic Messages requests
+//!   bench-record-cost responses N EARLIER the same as Responses requests
 //!
 //! End to end figures come from `bench/callgrind.sh`; this isolates the
 //! parsing, where a change is too small to see through the proxy around it.
@@ -33,9 +34,14 @@ fn main() -> ExitCode {
             wire::anthropic_turn_request(number(2).unwrap_or(0)),
             n,
         ),
+        (Some("responses"), Some(n)) => read_requests(
+            Api::Responses,
+            wire::responses_turn_request(number(2).unwrap_or(0)),
+            n,
+        ),
         _ => {
             eprintln!(
-                "usage: bench-record-cost chunks N | body N | request N EARLIER | anthropic N EARLIER"
+                "usage: bench-record-cost chunks N | body N | (request | anthropic | responses) N EARLIER"
             );
             return ExitCode::from(2);
         }

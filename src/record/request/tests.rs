@@ -114,6 +114,45 @@ fn conversation_of(api: Api, body: &Value) -> (Vec<Value>, Vec<Value>) {
 }
 
 #[test]
+fn a_responses_input_converts_what_history_may_keep_as_a_whole_one_keeps() {
+    let call = json!({"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"});
+    let output = json!({"type": "function_call_output", "call_id": "c", "output": "r"});
+    let message =
+        |role: &str, text: &str| json!({"type": "message", "role": role, "content": text});
+    let inputs = [
+        json!([
+            message("user", "a"),
+            message("assistant", "b"),
+            message("user", "c")
+        ]),
+        json!([message("developer", "d"), message("user", "a"), call, output,
+               {"type": "reasoning", "id": "r"}, message("user", "c")]),
+        // An assistant message without content gives no message; items
+        // without a type are messages, without a role the user's.
+        json!([{"content": "a"}, message("system", "s"), message("assistant", "b"),
+               {"type": "message", "role": "assistant"}, {"role": "developer", "content": "d"},
+               message("user", "c")]),
+        json!([message("user", "only")]),
+        json!([]),
+    ];
+    let role = |m: &Value| Role::of(m.get("role").and_then(Value::as_str).unwrap_or(""));
+    for input in inputs {
+        let body = json!({"model": "gpt-5", "instructions": "i", "input": input});
+        let Value::Object(obj) = &body else {
+            unreachable!()
+        };
+        let (all_system, all) = conversation(Api::Responses, obj, Converted::All).unwrap();
+        let (system, some) = conversation(Api::Responses, obj, Converted::HistoryMayKeep).unwrap();
+        assert_eq!(system, all_system);
+        assert_eq!(
+            history_may_keep(some, role),
+            history_may_keep(all, role),
+            "{input}"
+        );
+    }
+}
+
+#[test]
 fn an_anthropic_conversation_converts_what_history_may_keep_as_a_whole_one_keeps() {
     let tool_use = json!({"type": "tool_use", "id": "t", "name": "f", "input": {}});
     let tool_result = json!({"type": "tool_result", "tool_use_id": "t", "content": "r"});
