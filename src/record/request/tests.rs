@@ -135,21 +135,27 @@ fn a_responses_input_converts_what_history_may_keep_as_a_whole_one_keeps() {
         json!([message("user", "only")]),
         json!([]),
     ];
-    let role = |m: &Value| Role::of(m.get("role").and_then(Value::as_str).unwrap_or(""));
     for input in inputs {
         let body = json!({"model": "gpt-5", "instructions": "i", "input": input});
-        let Value::Object(obj) = &body else {
-            unreachable!()
-        };
-        let (all_system, all) = conversation(Api::Responses, obj, Converted::All).unwrap();
-        let (system, some) = conversation(Api::Responses, obj, Converted::HistoryMayKeep).unwrap();
-        assert_eq!(system, all_system);
-        assert_eq!(
-            history_may_keep(some, role),
-            history_may_keep(all, role),
-            "{input}"
-        );
+        assert_converts_what_history_keeps(Api::Responses, &body);
     }
+}
+
+/// What history keeps of the messages a conversion gives for it is what
+/// history keeps of all of them.
+fn assert_converts_what_history_keeps(api: Api, body: &Value) {
+    let Value::Object(obj) = body else {
+        panic!("not an object: {body}")
+    };
+    let role = |m: &Value| Role::of(m.get("role").and_then(Value::as_str).unwrap_or(""));
+    let (all_system, all) = conversation(api, obj, Converted::All).unwrap();
+    let (system, some) = conversation(api, obj, Converted::HistoryMayKeep).unwrap();
+    assert_eq!(system, all_system);
+    assert_eq!(
+        history_may_keep(some, role),
+        history_may_keep(all, role),
+        "{body}"
+    );
 }
 
 #[test]
@@ -170,21 +176,9 @@ fn an_anthropic_conversation_converts_what_history_may_keep_as_a_whole_one_keeps
         json!([{"role": "user", "content": "only"}]),
         json!([]),
     ];
-    let role = |m: &Value| Role::of(m.get("role").and_then(Value::as_str).unwrap_or(""));
     for messages in bodies {
         let body = json!({"model": "claude", "system": "sys", "messages": messages});
-        let Value::Object(obj) = &body else {
-            unreachable!()
-        };
-        let (all_system, all) = conversation(Api::AnthropicMessages, obj, Converted::All).unwrap();
-        let (system, some) =
-            conversation(Api::AnthropicMessages, obj, Converted::HistoryMayKeep).unwrap();
-        assert_eq!(system, all_system);
-        assert_eq!(
-            history_may_keep(some, role),
-            history_may_keep(all, role),
-            "{messages}"
-        );
+        assert_converts_what_history_keeps(Api::AnthropicMessages, &body);
     }
 }
 
