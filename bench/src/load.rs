@@ -84,14 +84,13 @@ impl Conn {
 
     /// Send one request; a closed HTTP/1.1 connection is reopened once.
     pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, String> {
+        if let Sender::Http1(send) = &mut self.send
+            && send.ready().await.is_err()
+        {
+            *self = Conn::open(self.target.clone()).await?;
+        }
         let sent = match &mut self.send {
-            Sender::Http1(send) => {
-                if send.ready().await.is_err() {
-                    *self = Conn::open(self.target.clone()).await?;
-                    return Box::pin(self.send(req)).await;
-                }
-                send.send_request(req).await
-            }
+            Sender::Http1(send) => send.send_request(req).await,
             Sender::Http2(send) => {
                 let (mut parts, body) = req.into_parts();
                 // HTTP/2 names the authority in the request line itself.

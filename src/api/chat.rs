@@ -165,12 +165,10 @@ async fn turn(
         // The context is history's own: only what follows its last
         // assistant message (and a system message) is new, and only that
         // is written out as text.
-        messages: history_may_keep(messages.iter().collect(), |m| {
-            Role::of(m["role"].as_str().unwrap_or(""))
-        })
-        .into_iter()
-        .filter_map(Message::from_value)
-        .collect(),
+        messages: history_may_keep(messages.iter().collect(), |m| Role::of_value(m))
+            .into_iter()
+            .filter_map(Message::from_value)
+            .collect(),
         metadata_session: None,
         user: None,
         stream_options: None,

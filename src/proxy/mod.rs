@@ -75,43 +75,44 @@ impl Proxy {
             .as_ref()
             .filter(|uri| uri.scheme() == Some(&Scheme::HTTP))
             .and_then(|uri| Some((uri.host()?.to_owned(), uri.port_u16().unwrap_or(80))));
-        let Some((host, port)) = plain else {
-            let origin = uri
-                .as_ref()
-                .and_then(|uri| Some((uri.scheme()?.clone(), uri.authority()?.clone())));
-            return Ok(Proxy {
-                upstream: Upstream::Client {
+        let (upstream, prefix) = match plain {
+            Some((host, port)) => {
+                let header = match port {
+                    80 => host.clone(),
+                    port => format!("{host}:{port}"),
+                };
+                let pool = pool::PlainPool::new(pool::PoolSettings {
+                    // An IPv6 literal without its brackets, for the socket address.
+                    host: host
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_owned(),
+                    port,
+                    connect_timeout: settings.connect_timeout,
+                    idle_timeout: settings.pool_idle_timeout,
+                    max_idle: settings.pool_max_idle_per_host,
+                });
+                let path = uri.as_ref().map_or("", |uri| uri.path());
+                let upstream = Upstream::Plain {
+                    pool,
+                    host: HeaderValue::try_from(header).ok(),
+                };
+                (upstream, path.trim_end_matches('/').to_owned())
+            }
+            None => {
+                let origin = uri
+                    .as_ref()
+                    .and_then(|uri| Some((uri.scheme()?.clone(), uri.authority()?.clone())));
+                let upstream = Upstream::Client {
                     client: Box::new(client::build(settings)?),
                     origin,
-                },
-                prefix: base,
-                bare_path,
-                settings: settings.clone(),
-                max_request_bytes,
-            });
+                };
+                (upstream, base)
+            }
         };
-        let header = match port {
-            80 => host.clone(),
-            port => format!("{host}:{port}"),
-        };
-        let path = uri.as_ref().map_or("", |uri| uri.path());
-        let pool = pool::PlainPool::new(pool::PoolSettings {
-            // An IPv6 literal without its brackets, for the socket address.
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
-            port,
-            connect_timeout: settings.connect_timeout,
-            idle_timeout: settings.pool_idle_timeout,
-            max_idle: settings.pool_max_idle_per_host,
-        });
         Ok(Proxy {
-            upstream: Upstream::Plain {
-                pool,
-                host: HeaderValue::try_from(header).ok(),
-            },
-            prefix: path.trim_end_matches('/').to_owned(),
+            upstream,
+            prefix,
             bare_path,
             settings: settings.clone(),
             max_request_bytes,

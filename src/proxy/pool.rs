@@ -168,9 +168,8 @@ impl PlainPool {
                 let Some(shared) = shared.upgrade() else {
                     return;
                 };
-                shared
-                    .idle()
-                    .retain(|idle| !shared.expired(idle, Instant::now()));
+                let now = Instant::now();
+                shared.idle().retain(|idle| !shared.expired(idle, now));
             }
         });
     }

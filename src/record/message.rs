@@ -40,6 +40,11 @@ impl Role {
         }
     }
 
+    /// The role of an OpenAI-shaped message as a JSON value.
+    pub fn of_value(message: &Value) -> Role {
+        Role::of(message.get("role").and_then(Value::as_str).unwrap_or(""))
+    }
+
     /// Instructions: kept from before the last assistant message only for a
     /// new session.
     pub fn instructs(self) -> bool {

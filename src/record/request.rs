@@ -71,8 +71,7 @@ pub fn parse(api: Api, body: &[u8]) -> Result<TurnRequest, RequestError> {
     let (system, messages) = conversation(api, &obj, Converted::HistoryMayKeep)?;
     let kept = |values: Vec<Value>| values.iter().filter_map(Message::from_value).collect();
     // What history never keeps is left out before it is written as text.
-    let role = |m: &Value| Role::of(m.get("role").and_then(Value::as_str).unwrap_or(""));
-    let messages = history_may_keep(messages, role);
+    let messages = history_may_keep(messages, Role::of_value);
     Ok(TurnRequest {
         api,
         model: obj.get("model").and_then(Value::as_str).map(str::to_owned),
@@ -98,6 +97,19 @@ enum Converted {
     /// At least those [`history_may_keep`] keeps of all of them: a
     /// conversion may leave out the others.
     HistoryMayKeep,
+}
+
+impl Converted {
+    /// Where a conversion starts to convert everything: the last of `items`
+    /// that becomes an assistant message when only what history may keep
+    /// is asked for (before it, only instructions are), else the first.
+    fn first_kept<T>(self, items: &[T], becomes_assistant: impl Fn(&T) -> bool) -> usize {
+        match self {
+            #[cfg(test)]
+            Converted::All => 0,
+            Converted::HistoryMayKeep => items.iter().rposition(becomes_assistant).unwrap_or(0),
+        }
+    }
 }
 
 /// A body's instructions and conversation, each message in the OpenAI
@@ -259,11 +271,7 @@ fn responses_input(
                 "message" => responses_role(item) == "assistant" && item.get("content").is_some(),
                 kind => kind == "function_call",
             };
-            let first_kept = match converted {
-                #[cfg(test)]
-                Converted::All => 0,
-                Converted::HistoryMayKeep => items.iter().rposition(becomes_assistant).unwrap_or(0),
-            };
+            let first_kept = converted.first_kept(items, becomes_assistant);
             items
                 .iter()
                 .enumerate()
@@ -357,11 +365,7 @@ fn anthropic_messages(
                 _ => true,
             }
     };
-    let first_kept = match converted {
-        #[cfg(test)]
-        Converted::All => 0,
-        Converted::HistoryMayKeep => raw.iter().rposition(becomes_assistant).unwrap_or(0),
-    };
+    let first_kept = converted.first_kept(raw, becomes_assistant);
     let mut messages = Vec::new();
     for (at, message) in raw.iter().enumerate() {
         let role = anthropic_role(message);

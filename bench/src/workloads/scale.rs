@@ -61,49 +61,29 @@ struct Figures {
     recorded: &'static str,
 }
 
+/// A run's figures, each named `{key}_{figure}`.
+macro_rules! figures {
+    ($name:literal, $key:literal) => {
+        Figures {
+            name: $name,
+            streams: concat!($key, "_streams"),
+            rss_kib_per_stream: concat!($key, "_rss_kib_per_stream"),
+            gap_p99_added_ms: concat!($key, "_gap_p99_added_ms"),
+            ttft_p50_ms: concat!($key, "_ttft_p50_ms"),
+            ttft_p99_ms: concat!($key, "_ttft_p99_ms"),
+            cpu_us_per_chunk: concat!($key, "_cpu_us_per_chunk"),
+            recorded: concat!($key, "_recorded"),
+        }
+    };
+}
+
 impl Through {
     fn figures(self) -> Figures {
         match self {
-            Through::Direct => Figures {
-                name: "scale-direct",
-                streams: "scale_direct_streams",
-                rss_kib_per_stream: "scale_direct_rss_kib_per_stream",
-                gap_p99_added_ms: "scale_direct_gap_p99_added_ms",
-                ttft_p50_ms: "scale_direct_ttft_p50_ms",
-                ttft_p99_ms: "scale_direct_ttft_p99_ms",
-                cpu_us_per_chunk: "scale_direct_cpu_us_per_chunk",
-                recorded: "scale_direct_recorded",
-            },
-            Through::Bare => Figures {
-                name: "scale-bare",
-                streams: "scale_bare_streams",
-                rss_kib_per_stream: "scale_bare_rss_kib_per_stream",
-                gap_p99_added_ms: "scale_bare_gap_p99_added_ms",
-                ttft_p50_ms: "scale_bare_ttft_p50_ms",
-                ttft_p99_ms: "scale_bare_ttft_p99_ms",
-                cpu_us_per_chunk: "scale_bare_cpu_us_per_chunk",
-                recorded: "scale_bare_recorded",
-            },
-            Through::Tether => Figures {
-                name: "scale",
-                streams: "scale_streams",
-                rss_kib_per_stream: "scale_rss_kib_per_stream",
-                gap_p99_added_ms: "scale_gap_p99_added_ms",
-                ttft_p50_ms: "scale_ttft_p50_ms",
-                ttft_p99_ms: "scale_ttft_p99_ms",
-                cpu_us_per_chunk: "scale_cpu_us_per_chunk",
-                recorded: "scale_recorded",
-            },
-            Through::TetherH2c => Figures {
-                name: "scale-h2c",
-                streams: "scale_h2c_streams",
-                rss_kib_per_stream: "scale_h2c_rss_kib_per_stream",
-                gap_p99_added_ms: "scale_h2c_gap_p99_added_ms",
-                ttft_p50_ms: "scale_h2c_ttft_p50_ms",
-                ttft_p99_ms: "scale_h2c_ttft_p99_ms",
-                cpu_us_per_chunk: "scale_h2c_cpu_us_per_chunk",
-                recorded: "scale_h2c_recorded",
-            },
+            Through::Direct => figures!("scale-direct", "scale_direct"),
+            Through::Bare => figures!("scale-bare", "scale_bare"),
+            Through::Tether => figures!("scale", "scale"),
+            Through::TetherH2c => figures!("scale-h2c", "scale_h2c"),
         }
     }
 

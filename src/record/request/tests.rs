@@ -147,13 +147,12 @@ fn assert_converts_what_history_keeps(api: Api, body: &Value) {
     let Value::Object(obj) = body else {
         panic!("not an object: {body}")
     };
-    let role = |m: &Value| Role::of(m.get("role").and_then(Value::as_str).unwrap_or(""));
     let (all_system, all) = conversation(api, obj, Converted::All).unwrap();
     let (system, some) = conversation(api, obj, Converted::HistoryMayKeep).unwrap();
     assert_eq!(system, all_system);
     assert_eq!(
-        history_may_keep(some, role),
-        history_may_keep(all, role),
+        history_may_keep(some, Role::of_value),
+        history_may_keep(all, Role::of_value),
         "{body}"
     );
 }
@@ -216,8 +215,7 @@ fn a_chat_body_read_as_text_says_what_a_parsed_one_says() {
         let Value::Object(obj) = &body else {
             unreachable!()
         };
-        let role = |m: &Value| Role::of(m.get("role").and_then(Value::as_str).unwrap_or(""));
-        let messages = history_may_keep(super::chat_messages(obj).unwrap(), role);
+        let messages = history_may_keep(super::chat_messages(obj).unwrap(), Role::of_value);
         assert_eq!(fast.messages, messages, "{text}");
         assert_eq!(
             fast.model,
