@@ -626,6 +626,30 @@ async fn a_flowing_stream_needs_no_heartbeat_writes_and_stays_active_elsewhere()
     assert_eq!(spent.get("hget"), None, "no poll for cancels: {spent:?}");
 }
 
+/// A batch interval longer than the heartbeat period (5 s against a third
+/// of a second here) does not make a flowing stream look dead elsewhere:
+/// the owner still writes what it has, or a beat, every period.
+#[tokio::test]
+async fn a_batch_interval_longer_than_the_heartbeat_period_still_shows_the_owner_alive() {
+    let mock = MockUpstream::start().await;
+    let redis = RedisServer::start();
+    let long_batches = |url: String| {
+        move |s: &mut tether::config::RawSettings| {
+            s.redis.url = url;
+            s.streams.idle_timeout_secs = 1;
+            s.streams.checkpoint_interval_ms = 5000;
+        }
+    };
+    let a = Tether::start_with(&mock.url(), long_batches(redis.url())).await;
+    let b = Tether::start_with(&mock.url(), long_batches(redis.url())).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // both subscribed
+    let mut stream = start_stream(&format!("http://{}", a.addr), "long-batches", 100, 25).await;
+    read_events(&mut stream, 5).await;
+    let (body, looks) = read_while_active_on(&b, stream).await;
+    assert!(body.ends_with(b"data: [DONE]\n\n"));
+    assert!(looks >= 8, "the stream ran for {looks} looks");
+}
+
 /// An owner whose stream goes quiet beats every third of the idle timeout
 /// (a third of a second here), one HMSET a beat: the TTL of what beats
 /// write goes with the first one only, and is cut to the retention at the

@@ -50,6 +50,24 @@ pub struct WriterSettings {
     pub history_ttl: Duration,
 }
 
+impl WriterSettings {
+    /// How often the writer wakes: every batch interval, but at least once
+    /// a heartbeat period, or an interval longer than that would leave a
+    /// flowing stream without a sign of life for a whole interval and
+    /// other replicas would report it `interrupted`.
+    fn tick(&self) -> Duration {
+        self.interval.min(self.heartbeat)
+    }
+
+    /// How long after the last beat a wake-up beats again: a heartbeat
+    /// period, less half a tick, so that when the two are equal every tick
+    /// beats (a tick comes a period after the previous one, whose beat
+    /// went out a little after it: a whole period would skip every other).
+    fn beat_due(&self) -> Duration {
+        self.heartbeat.saturating_sub(self.tick() / 2)
+    }
+}
+
 /// Checkpoints `hub` until its stream has ended and the end is written.
 pub async fn run(
     store: Arc<dyn CheckpointStore>,
@@ -81,7 +99,7 @@ pub async fn run(
         settings,
         metrics,
     };
-    let mut tick = tokio::time::interval(settings.interval);
+    let mut tick = tokio::time::interval(settings.tick());
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_beat = Instant::now();
     let mut ended_at: Option<Instant> = None;
@@ -224,7 +242,7 @@ impl Writer {
             self.record = record;
             return Ok(true);
         }
-        if last_beat.elapsed() >= self.settings.heartbeat {
+        if last_beat.elapsed() >= self.settings.beat_due() {
             *last_beat = Instant::now();
             let beat = !std::mem::take(&mut self.batch_since_beat);
             // Marked before asking: a break after the mark is seen next time.
