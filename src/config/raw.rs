@@ -217,8 +217,8 @@ impl Default for Streams {
             max_detached: 1000,
             retention_secs: 300,
             idle_timeout_secs: 15,
-            checkpoint_interval_ms: 1000,
-            checkpoint_max_events: 256,
+            checkpoint_interval_ms: 5000,
+            checkpoint_max_events: 1024,
             follow_interval_ms: 20,
         }
     }

@@ -7,7 +7,7 @@
 //!
 //! Once a reader on another replica follows the stream (it asks for a flush
 //! as it starts), the interval would be the pace of that reader's live
-//! tail: a second between bursts of text. From then on every new event is
+//! tail: seconds between bursts of text. From then on every new event is
 //! written as it comes, at most once per `streams.follow_interval_ms`
 //! (events that come closer together go out together), until the end.
 //!
