@@ -65,10 +65,20 @@ async fn replica_with_idle_timeout(
     redis: &RedisServer,
     idle_timeout_secs: Option<u64>,
 ) -> Tether {
+    replica_batching(mock, redis, idle_timeout_secs, 50).await
+}
+
+/// A replica that writes checkpoint batches every `interval_ms`.
+async fn replica_batching(
+    mock: &MockUpstream,
+    redis: &RedisServer,
+    idle_timeout_secs: Option<u64>,
+    interval_ms: u64,
+) -> Tether {
     let url = redis.url();
     Tether::start_with(&mock.url(), move |s| {
         s.redis.url = url;
-        s.streams.checkpoint_interval_ms = 50;
+        s.streams.checkpoint_interval_ms = interval_ms;
         if let Some(secs) = idle_timeout_secs {
             s.streams.idle_timeout_secs = secs;
         }
@@ -182,14 +192,8 @@ async fn a_stream_through_one_replica_resumes_on_the_other() {
 async fn a_follower_on_the_other_replica_sees_the_answer_flow() {
     let mock = MockUpstream::start().await;
     let redis = RedisServer::start();
-    let slow_batches = |url: String| {
-        move |s: &mut tether::config::RawSettings| {
-            s.redis.url = url;
-            s.streams.checkpoint_interval_ms = 5000;
-        }
-    };
-    let a = Tether::start_with(&mock.url(), slow_batches(redis.url())).await;
-    let b = Tether::start_with(&mock.url(), slow_batches(redis.url())).await;
+    let a = replica_batching(&mock, &redis, None, 5000).await;
+    let b = replica_batching(&mock, &redis, None, 5000).await;
 
     let mut first = start_stream(&format!("http://{}", a.addr), "flow", 40, 50).await;
     let id = first.headers()["x-stream-id"].to_str().unwrap().to_owned();
@@ -633,15 +637,8 @@ async fn a_flowing_stream_needs_no_heartbeat_writes_and_stays_active_elsewhere()
 async fn a_batch_interval_longer_than_the_heartbeat_period_still_shows_the_owner_alive() {
     let mock = MockUpstream::start().await;
     let redis = RedisServer::start();
-    let long_batches = |url: String| {
-        move |s: &mut tether::config::RawSettings| {
-            s.redis.url = url;
-            s.streams.idle_timeout_secs = 1;
-            s.streams.checkpoint_interval_ms = 5000;
-        }
-    };
-    let a = Tether::start_with(&mock.url(), long_batches(redis.url())).await;
-    let b = Tether::start_with(&mock.url(), long_batches(redis.url())).await;
+    let a = replica_batching(&mock, &redis, Some(1), 5000).await;
+    let b = replica_batching(&mock, &redis, Some(1), 5000).await;
     tokio::time::sleep(Duration::from_millis(200)).await; // both subscribed
     let mut stream = start_stream(&format!("http://{}", a.addr), "long-batches", 100, 25).await;
     read_events(&mut stream, 5).await;
