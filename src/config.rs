@@ -146,8 +146,10 @@ pub struct StreamSettings {
     pub retention: Duration,
     /// An active stream whose owner's heartbeat is older than this is `interrupted`.
     pub idle_timeout: Duration,
-    /// Checkpoint batches go out at this interval, or at `checkpoint_max_events`.
+    /// Checkpoint batches go out at this interval (at a third of
+    /// `idle_timeout` if that is shorter: a batch is the owner's heartbeat).
     pub checkpoint_interval: Duration,
+    /// Events in one batch at most; more go out as several batches.
     pub checkpoint_max_events: usize,
     /// Once a reader on another replica follows a stream, its new events
     /// are checkpointed as they come, at most this often.

@@ -639,7 +639,6 @@ async fn a_batch_interval_longer_than_the_heartbeat_period_still_shows_the_owner
     let redis = RedisServer::start();
     let a = replica_batching(&mock, &redis, Some(1), 5000).await;
     let b = replica_batching(&mock, &redis, Some(1), 5000).await;
-    tokio::time::sleep(Duration::from_millis(200)).await; // both subscribed
     let mut stream = start_stream(&format!("http://{}", a.addr), "long-batches", 100, 25).await;
     read_events(&mut stream, 5).await;
     let (body, looks) = read_while_active_on(&b, stream).await;
